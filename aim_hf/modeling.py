@@ -1,0 +1,517 @@
+"""A multimodal classifier built from one pretrained Hugging Face encoder per modality.
+
+Each encoder's layers are split into contiguous depth groups; the pooled output of every group is
+returned so that a modulation method (AIM) can score each depth. The model can also run an
+*auxiliary* pass in which chosen output units of chosen layers are switched off (AIM's Auxiliary
+Blocks): the masked encoders are recomputed from their first masked group, reusing the normal
+pass's output of the group before it, and fused with the other modalities' normal features.
+
+This file imports only torch/transformers and `configuration.py`, so it can travel as remote code.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration import MultimodalConfig
+
+_LAYER_LIST_NAMES = ("layer", "layers", "stages", "blocks", "block")
+_UNIT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass
+class MultimodalOutput(ModelOutput):
+    """Output of [`MultimodalModel`].
+
+    Args:
+        loss: cross-entropy of the fused logits plus the sum of the probes' cross-entropies.
+        logits: fused logits `(batch, num_labels)`.
+        modality_logits: each modality's additive share of the fused logits (as OGM-GE scores them).
+        probe_logits: logits of each modality's linear probe on its detached final feature.
+        depth_features: each modality's pooled feature per depth group, shallow to deep.
+        auxiliary_logits: fused logits of the auxiliary pass (only when `unit_masks` was given).
+        fused_loss: cross-entropy of the fused logits alone.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    modality_logits: dict[str, torch.Tensor] | None = None
+    probe_logits: dict[str, torch.Tensor] | None = None
+    depth_features: dict[str, tuple[torch.Tensor, ...]] | None = None
+    auxiliary_logits: torch.Tensor | None = None
+    fused_loss: torch.Tensor | None = None
+
+
+def find_layer_list(encoder: nn.Module, path: str | None = None) -> tuple[str, nn.ModuleList]:
+    """The encoder's stack of layers (or stages): `path` if given, else the shallowest
+    `nn.ModuleList` named like a layer stack (`layer`, `layers`, `stages`, `blocks`), longest first."""
+    if path is not None:
+        module = encoder.get_submodule(path)
+        if not isinstance(module, nn.ModuleList):
+            raise ValueError(f"layer path {path!r} of {type(encoder).__name__} is not an nn.ModuleList.")
+        return path, module
+    candidates = [
+        (name.count("."), -len(module), name, module)
+        for name, module in encoder.named_modules()
+        if isinstance(module, nn.ModuleList)
+        and len(module) > 0
+        and name.rsplit(".", 1)[-1] in _LAYER_LIST_NAMES
+        and "decoder" not in name
+    ]
+    if not candidates:
+        raise ValueError(
+            f"Could not find the layer stack of {type(encoder).__name__}; pass its dotted path in "
+            "`layer_paths` (e.g. {'vision': 'encoder.layer'})."
+        )
+    _, _, name, module = min(candidates, key=lambda c: c[:2])
+    return name, module
+
+
+def split_depth_groups(num_layers: int, num_groups: int) -> list[range]:
+    """Split `num_layers` layers into `min(num_groups, num_layers)` contiguous, near-equal groups."""
+    num_groups = min(num_groups, num_layers)
+    bounds = [round(i * num_layers / num_groups) for i in range(num_groups + 1)]
+    return [range(bounds[i], bounds[i + 1]) for i in range(num_groups)]
+
+
+def _hidden(output: Any) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
+def _apply_unit_mask(mask: torch.Tensor):
+    def hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) if isinstance(module, nn.Linear) else (-1,) + (1,) * (output.dim() - 2)
+        return output * mask.to(output.dtype).view(shape)
+
+    return hook
+
+
+class _EncoderDepths:
+    """How one encoder is split into depth groups, and the Linear/Conv units inside each group."""
+
+    def __init__(self, encoder: nn.Module, num_groups: int, path: str | None) -> None:
+        self.layer_path, self.layers = find_layer_list(encoder, path)
+        self.groups = split_depth_groups(len(self.layers), num_groups)
+        # Unit modules per group, named relative to the encoder (these names key `unit_masks`).
+        self.unit_modules: list[dict[str, nn.Module]] = []
+        self.group_of: dict[str, int] = {}
+        for g, layer_range in enumerate(self.groups):
+            units = {}
+            for i in layer_range:
+                for name, module in self.layers[i].named_modules():
+                    if isinstance(module, _UNIT_TYPES):
+                        full = f"{self.layer_path}.{i}.{name}" if name else f"{self.layer_path}.{i}"
+                        units[full] = module
+                        self.group_of[full] = g
+            self.unit_modules.append(units)
+
+
+class _Fusion(nn.Module):
+    """Fuses per-modality features into logits and returns each modality's additive share."""
+
+    def __init__(self, config: MultimodalConfig, dims: dict[str, int]) -> None:
+        super().__init__()
+        self.modalities = list(dims)
+        self.num_labels = config.num_labels
+
+    def split_classify(self, vectors: dict[str, torch.Tensor], weight: torch.Tensor, bias: torch.Tensor):
+        """Apply one linear classifier to the concatenation of `vectors`, split by modality columns
+        (the bias shared equally), as OGM-GE decomposes a concat fusion."""
+        shares, start = {}, 0
+        for m in self.modalities:
+            width = vectors[m].shape[-1]
+            shares[m] = F.linear(vectors[m], weight[:, start : start + width]) + bias / len(self.modalities)
+            start += width
+        return sum(shares.values()), shares
+
+
+class ConcatFusion(_Fusion):
+    """`fc(concat(f_1, ..., f_M))`."""
+
+    def __init__(self, config: MultimodalConfig, dims: dict[str, int]) -> None:
+        super().__init__(config, dims)
+        self.fc = nn.Linear(sum(dims.values()), config.num_labels)
+
+    def forward(self, features: dict[str, torch.Tensor]):
+        return self.split_classify(features, self.fc.weight, self.fc.bias)
+
+
+class SumFusion(_Fusion):
+    """`sum_m fc_m(f_m)`: the sum of per-modality logits."""
+
+    def __init__(self, config: MultimodalConfig, dims: dict[str, int]) -> None:
+        super().__init__(config, dims)
+        self.fc = nn.ModuleDict({m: nn.Linear(d, config.num_labels) for m, d in dims.items()})
+
+    def forward(self, features: dict[str, torch.Tensor]):
+        shares = {m: self.fc[m](features[m]) for m in self.modalities}
+        return sum(shares.values()), shares
+
+
+class GatedFusion(_Fusion):
+    """Each modality's projection is gated by a sigmoid of all features, then classified:
+    `fc(concat_m(sigmoid(g_m(concat f)) * p_m(f_m)))`. With two modalities this generalises
+    OGM-GE's gated fusion (one modality gating the other) to gates that see every modality."""
+
+    def __init__(self, config: MultimodalConfig, dims: dict[str, int]) -> None:
+        super().__init__(config, dims)
+        h = config.fusion_dim
+        self.proj = nn.ModuleDict({m: nn.Linear(d, h) for m, d in dims.items()})
+        self.gate = nn.ModuleDict({m: nn.Linear(sum(dims.values()), h) for m in dims})
+        self.fc = nn.Linear(h * len(dims), config.num_labels)
+
+    def forward(self, features: dict[str, torch.Tensor]):
+        joint = torch.cat([features[m] for m in self.modalities], dim=-1)
+        vectors = {m: torch.sigmoid(self.gate[m](joint)) * self.proj[m](features[m]) for m in self.modalities}
+        return self.split_classify(vectors, self.fc.weight, self.fc.bias)
+
+
+class FiLMFusion(_Fusion):
+    """Feature-wise linear modulation: the conditioning modality `c` scales and shifts every other
+    modality's projection, `h_m = gamma_m(f_c) * p_m(f_m) + beta_m(f_c)`, then `fc(concat h)`."""
+
+    def __init__(self, config: MultimodalConfig, dims: dict[str, int]) -> None:
+        super().__init__(config, dims)
+        h = config.fusion_dim
+        self.condition = config.film_condition or self.modalities[0]
+        self.proj = nn.ModuleDict({m: nn.Linear(d, h) for m, d in dims.items()})
+        self.film = nn.ModuleDict(
+            {m: nn.Linear(dims[self.condition], 2 * h) for m in dims if m != self.condition}
+        )
+        self.fc = nn.Linear(h * len(dims), config.num_labels)
+
+    def forward(self, features: dict[str, torch.Tensor]):
+        cond = features[self.condition]
+        vectors = {}
+        for m in self.modalities:
+            projected = self.proj[m](features[m])
+            if m != self.condition:
+                gamma, beta = self.film[m](cond).chunk(2, dim=-1)
+                projected = gamma * projected + beta
+            vectors[m] = projected
+        return self.split_classify(vectors, self.fc.weight, self.fc.bias)
+
+
+FUSION_CLASSES = {"concat": ConcatFusion, "sum": SumFusion, "gated": GatedFusion, "film": FiLMFusion}
+
+
+def build_encoder(config: Any) -> PreTrainedModel:
+    """An encoder from its config with the Auto classes; encoder-decoder models (Whisper) keep
+    only their encoder."""
+    model = AutoModel.from_config(config)
+    return model.get_encoder() if getattr(config, "is_encoder_decoder", False) else model
+
+
+def _feature_dim(encoder: nn.Module, layers: nn.ModuleList) -> int:
+    """Width of the last layer's output: `hidden_size`, or for staged CNNs the last stage's channels."""
+    config = encoder.config
+    hidden_sizes = getattr(config, "hidden_sizes", None)
+    if hidden_sizes and len(hidden_sizes) == len(layers):
+        return hidden_sizes[-1]
+    for attr in ("hidden_size", "d_model", "dim"):
+        if isinstance(getattr(config, attr, None), int):
+            return getattr(config, attr)
+    raise ValueError(f"Cannot tell the feature width of {type(encoder).__name__}; it has no hidden_size.")
+
+
+class MultimodalModel(PreTrainedModel):
+    r"""A classifier over several modalities, each encoded by a Hugging Face encoder.
+
+    The model returns fused logits, each modality's share of them, per-modality linear probes on
+    detached final features (the "unimodal" accuracies used to judge balance), and each modality's
+    pooled feature per depth group.
+
+    Example:
+
+    ```python
+    >>> model = MultimodalModel.from_encoders(
+    ...     {"vision": "google/vit-base-patch16-224-in21k", "audio": "MIT/ast-finetuned-audioset-10-10-0.4593"},
+    ...     num_labels=6, fusion="concat")
+    >>> out = model(vision={"pixel_values": pixels}, audio={"input_values": spectrograms}, labels=labels)
+    ```
+    """
+
+    config_class = MultimodalConfig
+    base_model_prefix = "multimodal"
+    main_input_name = "labels"
+    supports_gradient_checkpointing = False
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    def __init__(self, config: MultimodalConfig, encoders: dict[str, PreTrainedModel] | None = None) -> None:
+        config.validate()
+        super().__init__(config)
+        if encoders is None:
+            encoders = {m: build_encoder(cfg) for m, cfg in config.encoder_configs.items()}
+        if list(encoders) != config.modalities:
+            raise ValueError(f"encoders {list(encoders)} do not match the config's modalities {config.modalities}.")
+        for m, encoder in encoders.items():
+            # Layer-drop skips layers at random, which would make the depth groups meaningless.
+            for attr in ("layerdrop", "encoder_layerdrop"):
+                if getattr(encoder.config, attr, 0):
+                    setattr(encoder.config, attr, 0.0)
+            # Keep one config object, so that the saved config describes the encoder as it runs.
+            config.encoder_configs[m] = encoder.config
+        self.encoders = nn.ModuleDict(encoders)
+        self._depths = {
+            m: _EncoderDepths(enc, config.num_depth_groups, config.layer_paths.get(m)) for m, enc in encoders.items()
+        }
+        dims = {m: _feature_dim(enc, self._depths[m].layers) for m, enc in encoders.items()}
+        self.fusion = FUSION_CLASSES[config.fusion](config, dims)
+        self.probes = nn.ModuleDict({m: nn.Linear(d, config.num_labels) for m, d in dims.items()})
+        self.post_init()
+        self._apply_freeze()
+
+    # ----------------------------------------------------------------------------------- building
+    @classmethod
+    def from_encoders(
+        cls,
+        encoders: Mapping[str, str | PreTrainedModel],
+        num_labels: int | None = None,
+        fusion: str = "concat",
+        freeze: dict[str, int] | None = None,
+        encoder_kwargs: dict[str, dict[str, Any]] | None = None,
+        **config_kwargs: Any,
+    ) -> "MultimodalModel":
+        """Build a model from one encoder per modality.
+
+        Args:
+            encoders: modality name -> Hub model id, local path, or an already loaded model. Ids and
+                paths are loaded with `AutoModel.from_pretrained` (for an encoder-decoder model such
+                as Whisper, its encoder is kept).
+            num_labels: number of classes (or give `id2label`).
+            fusion: `"concat"`, `"sum"`, `"gated"` or `"film"`.
+            freeze: modality -> number of leading layers to freeze with the embeddings; -1 freezes
+                the whole encoder.
+            encoder_kwargs: modality -> extra keyword arguments for `from_pretrained`.
+            config_kwargs: any other [`MultimodalConfig`] field (`num_depth_groups`, `id2label`, ...).
+        """
+        if len(encoders) < 2:
+            raise ValueError(f"A multimodal model needs at least two encoders, got {list(encoders)}.")
+        encoder_kwargs = encoder_kwargs or {}
+        loaded = {}
+        for m, enc in encoders.items():
+            if isinstance(enc, str):
+                try:
+                    enc = AutoModel.from_pretrained(enc, **encoder_kwargs.get(m, {}))
+                except (OSError, ValueError) as err:
+                    raise ValueError(
+                        f"Could not load the {m!r} encoder from {enc!r}: {err}\nGive a Hub model id or a "
+                        "local folder that AutoModel.from_pretrained can load."
+                    ) from err
+                if getattr(enc.config, "is_encoder_decoder", False):
+                    enc = enc.get_encoder()
+            elif not isinstance(enc, PreTrainedModel):
+                raise TypeError(f"Encoder {m!r} must be a model id, a path or a PreTrainedModel, got {type(enc)}.")
+            loaded[m] = enc
+        if num_labels is not None:
+            config_kwargs["num_labels"] = num_labels
+        config = MultimodalConfig(
+            encoder_configs={m: enc.config for m, enc in loaded.items()},
+            fusion=fusion,
+            freeze=freeze,
+            **config_kwargs,
+        )
+        return cls(config, encoders=loaded)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only the heads are ours; the encoders initialise (or load) their own weights.
+        if isinstance(module, nn.Linear):
+            module.reset_parameters()
+
+    def _apply_freeze(self) -> None:
+        for m, n in self.config.freeze.items():
+            depths = self._depths[m]
+            frozen_layers = len(depths.layers) if n < 0 else n
+            keep = {id(p) for layer in list(depths.layers)[frozen_layers:] for p in layer.parameters()}
+            for p in self.encoders[m].parameters():
+                if id(p) not in keep:
+                    p.requires_grad_(False)
+
+    # ------------------------------------------------------------------------------ introspection
+    @property
+    def modalities(self) -> list[str]:
+        return self.config.modalities
+
+    def depth_groups(self, modality: str) -> list[range]:
+        """The layer indices of each depth group of `modality`'s encoder."""
+        return self._depths[modality].groups
+
+    def unit_modules(self, modality: str) -> list[dict[str, nn.Module]]:
+        """Per depth group, the Linear/Conv layers whose output units AIM scores and masks, by name."""
+        return self._depths[modality].unit_modules
+
+    # ------------------------------------------------------------------------------------ forward
+    def _check_inputs(self, inputs: dict[str, Any], labels: torch.Tensor | None) -> int:
+        missing = [m for m in self.modalities if m not in inputs]
+        unknown = [k for k in inputs if k not in self.modalities]
+        if missing or unknown:
+            raise ValueError(
+                f"The model expects inputs for the modalities {self.modalities}"
+                + (f"; missing: {missing}" if missing else "")
+                + (f"; unexpected keyword arguments: {unknown}" if unknown else "")
+                + ". Pass each modality's processor outputs as a dict, e.g. vision={'pixel_values': ...}."
+            )
+        sizes = {}
+        for m in self.modalities:
+            if not isinstance(inputs[m], Mapping) or not inputs[m]:
+                raise ValueError(f"Inputs for {m!r} must be a non-empty dict of tensors, got {type(inputs[m]).__name__}.")
+            for key, value in inputs[m].items():
+                if isinstance(value, torch.Tensor):
+                    sizes[f"{m}.{key}"] = value.shape[0]
+        if labels is not None:
+            sizes["labels"] = labels.shape[0]
+            bad = (labels < 0) | (labels >= self.config.num_labels)
+            if bool(bad.any()):
+                raise ValueError(
+                    f"Labels must lie in [0, {self.config.num_labels - 1}] (num_labels={self.config.num_labels}); "
+                    f"got {labels[bad].unique().tolist()}."
+                )
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"All inputs must have the same batch size; got {sizes}.")
+        return next(iter(sizes.values()))
+
+    def _token_mask(self, modality: str, inputs: Mapping[str, Any], length: int) -> torch.Tensor | None:
+        mask = inputs.get("attention_mask")
+        if mask is None or mask.dim() != 2:
+            return None
+        if mask.shape[1] == length:
+            return mask
+        encoder = self.encoders[modality]
+        if hasattr(encoder, "_get_feature_vector_attention_mask"):  # wav2vec2 family: samples -> frames
+            return encoder._get_feature_vector_attention_mask(length, mask)
+        return None
+
+    def _pool(self, modality: str, hidden: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        if hidden.dim() == 4:  # (batch, channels, height, width) from a convolutional stage
+            return hidden.mean(dim=(2, 3))
+        if hidden.dim() == 2:
+            return hidden
+        if self.config.pooling.get(modality, "mean") == "cls":
+            return hidden[:, 0]
+        mask = self._token_mask(modality, inputs, hidden.shape[1])
+        if mask is None:
+            return hidden.mean(dim=1)
+        mask = mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+    @contextmanager
+    def _capture_group_outputs(self, modality: str, store: dict[int, Any]) -> Iterator[None]:
+        """Record the raw output of the last layer of every depth group into `store`."""
+        depths = self._depths[modality]
+        handles = []
+        for g, layer_range in enumerate(depths.groups):
+            def hook(module, args, output, g=g):
+                store[g] = output
+            handles.append(depths.layers[layer_range[-1]].register_forward_hook(hook))
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _encode(self, modality: str, inputs: Mapping[str, Any]) -> tuple[list[torch.Tensor], dict[int, Any]]:
+        store: dict[int, Any] = {}
+        with self._capture_group_outputs(modality, store):
+            self.encoders[modality](**inputs)
+        pooled = [self._pool(modality, _hidden(store[g]), inputs) for g in range(len(self._depths[modality].groups))]
+        return pooled, store
+
+    def _encode_masked(
+        self, modality: str, inputs: Mapping[str, Any], masks: Mapping[str, torch.Tensor], cache: dict[int, Any]
+    ) -> torch.Tensor:
+        """Final feature of `modality` with the units in `masks` switched off, recomputed from the
+        first masked depth group: the layers before it replay the normal pass's output."""
+        depths = self._depths[modality]
+        unknown = [name for name in masks if name not in depths.group_of]
+        if unknown:
+            raise ValueError(f"unit_masks for {modality!r} name modules outside its depth groups: {unknown[:3]}")
+        start = min(depths.group_of[name] for name in masks)
+        replay_until = depths.groups[start][0]  # layers [0, replay_until) are not recomputed
+        replayed = cache[start - 1] if start > 0 else None
+        store: dict[int, Any] = {}
+        with ExitStack() as stack:
+            for name, mask in masks.items():
+                handle = depths.unit_modules[depths.group_of[name]][name].register_forward_hook(_apply_unit_mask(mask))
+                stack.callback(handle.remove)
+            for i in range(replay_until):
+                layer = depths.layers[i]
+                layer.forward = types.MethodType(lambda self, *a, **k: replayed, layer)
+                stack.callback(layer.__dict__.pop, "forward")
+            stack.enter_context(self._capture_group_outputs(modality, store))
+            self.encoders[modality](**inputs)
+        return self._pool(modality, _hidden(store[len(depths.groups) - 1]), inputs)
+
+    def forward(
+        self,
+        labels: torch.Tensor | None = None,
+        unit_masks: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+        **modality_inputs: Mapping[str, torch.Tensor],
+    ) -> MultimodalOutput:
+        r"""
+        Args:
+            labels (`torch.LongTensor` of shape `(batch,)`, *optional*): class indices in `[0, num_labels)`.
+            unit_masks (`dict[str, dict[str, torch.Tensor]]`, *optional*): modality -> {unit module
+                name (see [`unit_modules`]) -> 0/1 mask over its output units}. When given, an
+                auxiliary pass with those units switched off is run and `auxiliary_logits` returned.
+            **modality_inputs: one keyword per modality (e.g. `vision=`, `audio=`, `text=`), each the
+                dict of tensors its encoder takes (`pixel_values`, `input_values`, `input_ids`,
+                `attention_mask`, ...), as the [`MultimodalCollator`] builds it.
+        """
+        self._check_inputs(modality_inputs, labels)
+        depth_features, caches = {}, {}
+        for m in self.modalities:
+            depth_features[m], caches[m] = self._encode(m, modality_inputs[m])
+        features = {m: feats[-1] for m, feats in depth_features.items()}
+        logits, modality_logits = self.fusion(features)
+        probe_logits = {m: self.probes[m](f.detach()) for m, f in features.items()}
+
+        auxiliary_logits = None
+        active_masks = {m: masks for m, masks in (unit_masks or {}).items() if masks}
+        if active_masks:
+            aux_features = dict(features)
+            for m, masks in active_masks.items():
+                aux_features[m] = self._encode_masked(m, modality_inputs[m], masks, caches[m])
+            auxiliary_logits, _ = self.fusion(aux_features)
+
+        loss = fused_loss = None
+        if labels is not None:
+            fused_loss = F.cross_entropy(logits.float(), labels)
+            loss = fused_loss + sum(F.cross_entropy(p.float(), labels) for p in probe_logits.values())
+        return MultimodalOutput(
+            loss=loss,
+            logits=logits,
+            modality_logits=modality_logits,
+            probe_logits=probe_logits,
+            depth_features={m: tuple(f) for m, f in depth_features.items()},
+            auxiliary_logits=auxiliary_logits,
+            fused_loss=fused_loss,
+        )
+
+
+def register_auto_classes() -> None:
+    """Register the config and model with the Auto classes (safe to call more than once)."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        AutoConfig.register(MultimodalConfig.model_type, MultimodalConfig)
+    except ValueError:
+        pass  # already registered
+    for auto in (AutoModel, AutoModelForSequenceClassification):
+        try:
+            auto.register(MultimodalConfig, MultimodalModel)
+        except ValueError:
+            pass
+
+
+__all__ = ["MultimodalModel", "MultimodalOutput", "find_layer_list", "split_depth_groups", "register_auto_classes"]

@@ -1,0 +1,83 @@
+"""Shared fixtures: tiny encoders saved once per session, processors, datasets, models."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+import pytest
+import torch
+from datasets import Dataset
+
+from aim_hf import AIMConfig, MultimodalModel, MultimodalProcessor
+from tiny import NUM_LABELS, make_processors, make_rows, save_tiny_encoders
+
+
+@pytest.fixture(scope="session")
+def encoder_paths(tmp_path_factory) -> dict[str, str]:
+    return save_tiny_encoders(tmp_path_factory.mktemp("encoders"))
+
+
+@pytest.fixture(scope="session")
+def processors(encoder_paths) -> dict[str, object]:
+    return make_processors(encoder_paths)
+
+
+@pytest.fixture
+def build_model(encoder_paths):
+    """build_model(modalities=("vision", "audio", "text"), fusion="concat", seed=0, **config)."""
+
+    def build(modalities=("vision", "audio", "text"), fusion="concat", seed=0, **kwargs) -> MultimodalModel:
+        torch.manual_seed(seed)
+        return MultimodalModel.from_encoders(
+            {m: encoder_paths[m] for m in modalities}, num_labels=NUM_LABELS, fusion=fusion, **kwargs
+        )
+
+    return build
+
+
+@pytest.fixture
+def build_processor(processors):
+    def build(modalities=("vision", "audio", "text")) -> MultimodalProcessor:
+        return MultimodalProcessor({m: processors[m] for m in modalities})
+
+    return build
+
+
+@pytest.fixture
+def build_dataset():
+    """build_dataset(n=24, modalities=..., informative=None, seed=0) -> datasets.Dataset."""
+
+    def build(n=24, modalities=("vision", "audio", "text"), informative=None, seed=0) -> Dataset:
+        return Dataset.from_list(make_rows(n, modalities, informative, seed))
+
+    return build
+
+
+@pytest.fixture
+def make_args(tmp_path):
+    """make_args(**overrides) -> AIMConfig on CPU, deterministic, quiet, no reporting."""
+
+    def make(**overrides) -> AIMConfig:
+        defaults = dict(
+            output_dir=str(tmp_path / "out"),
+            per_device_train_batch_size=6,
+            per_device_eval_batch_size=12,
+            max_steps=4,
+            learning_rate=1e-3,
+            use_cpu=True,
+            report_to="none",
+            disable_tqdm=True,
+            save_strategy="no",
+            logging_steps=2,
+            seed=0,
+            data_seed=0,
+            dataloader_num_workers=0,
+        )
+        defaults.update(overrides)
+        return AIMConfig(**defaults)
+
+    return make

@@ -1,0 +1,115 @@
+"""Tiny Hugging Face encoders saved locally, their processors, and synthetic raw examples.
+
+Shared by the test modules (through the fixtures in conftest.py). Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from transformers import (
+    ASTConfig,
+    ASTFeatureExtractor,
+    AutoModel,
+    BertConfig,
+    BertTokenizer,
+    ViTConfig,
+    ViTImageProcessorPil,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+)
+
+NUM_LABELS = 3
+IMAGE_SIZE = 32
+SAMPLING_RATE = 16000
+AUDIO_SAMPLES = 4000
+WORDS = [f"w{i}" for i in range(24)]
+
+_SMALL = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
+ENCODER_CONFIGS = {
+    "vision": lambda: ViTConfig(**_SMALL, image_size=IMAGE_SIZE, patch_size=8),
+    "audio": lambda: ASTConfig(
+        **_SMALL, num_mel_bins=16, max_length=32, patch_size=8, frequency_stride=8, time_stride=8
+    ),
+    "text": lambda: BertConfig(**_SMALL, vocab_size=5 + len(WORDS), max_position_embeddings=64),
+    "speech": lambda: Wav2Vec2Config(
+        **_SMALL,
+        conv_dim=(16, 16),
+        conv_stride=(10, 8),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        layerdrop=0.0,
+        vocab_size=8,
+    ),
+}
+
+
+def save_tiny_encoders(root: str | os.PathLike) -> dict[str, str]:
+    """Save one tiny randomly initialised encoder per kind under `root`; returns modality -> path."""
+    root = Path(root)
+    paths = {}
+    for i, (name, make_config) in enumerate(ENCODER_CONFIGS.items()):
+        import torch
+
+        torch.manual_seed(i)
+        AutoModel.from_config(make_config()).save_pretrained(root / name)
+        paths[name] = str(root / name)
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS))
+    paths["vocab"] = str(vocab)
+    return paths
+
+
+def make_processors(paths: dict[str, str]) -> dict[str, object]:
+    """A processor for each tiny encoder."""
+    return {
+        "vision": ViTImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+        "audio": ASTFeatureExtractor(num_mel_bins=16, max_length=32, sampling_rate=SAMPLING_RATE),
+        "text": BertTokenizer(vocab_file=paths["vocab"]),
+        "speech": Wav2Vec2FeatureExtractor(sampling_rate=SAMPLING_RATE, return_attention_mask=True),
+    }
+
+
+def _raw_value(modality: str, label: int, informative: bool, rng: np.random.Generator):
+    """A raw example of `modality`; when `informative` it encodes `label`, else it is noise."""
+    cls = label if informative else int(rng.integers(NUM_LABELS))
+    if modality == "vision":
+        image = rng.integers(0, 60, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        if informative:
+            band = IMAGE_SIZE // NUM_LABELS
+            image[cls * band : (cls + 1) * band] += 180
+        return Image.fromarray(image)
+    if modality in ("audio", "speech"):
+        t = np.arange(AUDIO_SAMPLES) / SAMPLING_RATE
+        noise = rng.standard_normal(AUDIO_SAMPLES).astype(np.float32) * 0.3
+        if not informative:
+            return {"array": noise, "sampling_rate": SAMPLING_RATE}
+        tone = np.sin(2 * np.pi * (300 + 1500 * cls) * t).astype(np.float32)
+        return {"array": tone + noise, "sampling_rate": SAMPLING_RATE}
+    words = rng.choice(WORDS[NUM_LABELS:], size=5).tolist()
+    if informative:
+        words[int(rng.integers(5))] = WORDS[cls]
+    return " ".join(words)
+
+
+def make_rows(
+    n: int,
+    modalities: tuple[str, ...] = ("vision", "audio", "text"),
+    informative: tuple[str, ...] | None = None,
+    seed: int = 0,
+) -> list[dict]:
+    """`n` raw examples with a label in [0, NUM_LABELS); the modalities in `informative` (default:
+    all) encode the label, the others are label-independent noise."""
+    rng = np.random.default_rng(seed)
+    informative = modalities if informative is None else informative
+    rows = []
+    for i in range(n):
+        label = i % NUM_LABELS
+        row = {m: _raw_value(m, label, m in informative, rng) for m in modalities}
+        row["label"] = label
+        rows.append(row)
+    return rows
