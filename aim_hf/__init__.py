@@ -2,6 +2,7 @@
 
 from .collator import MultimodalCollator, MultimodalProcessor
 from .configuration import MultimodalConfig
+from .data.spectrogram import SpectrogramFeatureExtractor  # registers it with AutoFeatureExtractor
 from .metrics import MultimodalMetrics
 from .modeling import MultimodalModel, MultimodalOutput, register_auto_classes
 from .modulation import MODULATIONS, Modulation, build_modulation
@@ -22,6 +23,7 @@ __all__ = [
     "MultimodalModel",
     "MultimodalOutput",
     "MultimodalProcessor",
+    "SpectrogramFeatureExtractor",
     "build_modulation",
     "__version__",
 ]

@@ -97,7 +97,9 @@ def _as_image(value: Any, where: str):
             raise ValueError(f"an image array must be 2-D or 3-D, got shape {array.shape}")
         return array
     except (OSError, ValueError, SyntaxError) as err:
-        raise ValueError(f"{where}: cannot read the image ({err}). Fix or drop this row.") from err
+        source = value.get("path") if isinstance(value, Mapping) else value
+        file = f" file {str(source)!r}" if isinstance(source, (str, os.PathLike)) else ""
+        raise ValueError(f"{where}: cannot read the image{file} ({err}). Fix or drop this row.") from err
 
 
 def _as_audio(value: Any, sampling_rate: int | None, where: str) -> np.ndarray:
@@ -169,7 +171,10 @@ class MultimodalCollator:
         if kind == "text":
             for i, text in enumerate(values):
                 if not isinstance(text, str) or not text.strip():
-                    raise ValueError(f"Example {i}, modality {modality!r}: the text is empty or not a string ({text!r}).")
+                    raise ValueError(
+                        f"Example {i}, modality {modality!r}: the text is empty or not a string ({text!r}). "
+                        "Fix or drop this row."
+                    )
             kwargs.setdefault("padding", True)
             kwargs.setdefault("truncation", True)
             if self.max_text_length is not None:

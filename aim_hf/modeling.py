@@ -249,6 +249,12 @@ class MultimodalModel(PreTrainedModel):
     _supports_flash_attn = True
 
     def __init__(self, config: MultimodalConfig, encoders: dict[str, PreTrainedModel] | None = None) -> None:
+        if not config.encoder_configs:
+            raise ValueError(
+                "the config has no encoder_configs, so it is not a MultimodalModel's config (a single encoder's "
+                "checkpoint?). Build a model from encoders with MultimodalModel.from_encoders({...}), or load a "
+                "folder written by MultimodalModel.save_pretrained or AIMTrainer."
+            )
         config.validate()
         super().__init__(config)
         if encoders is None:
@@ -273,6 +279,14 @@ class MultimodalModel(PreTrainedModel):
         self._apply_freeze()
 
     # ----------------------------------------------------------------------------------- building
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> "MultimodalModel":
+        """`PreTrainedModel.from_pretrained`, with errors that name what was being loaded."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except ValueError as err:
+            raise ValueError(f"Cannot load a MultimodalModel from {str(pretrained_model_name_or_path)!r}: {err}") from err
+
     @classmethod
     def from_encoders(
         cls,
@@ -375,7 +389,9 @@ class MultimodalModel(PreTrainedModel):
             if bool(bad.any()):
                 raise ValueError(
                     f"Labels must lie in [0, {self.config.num_labels - 1}] (num_labels={self.config.num_labels}); "
-                    f"got {labels[bad].unique().tolist()}."
+                    f"got {', '.join(map(str, labels[bad].unique().tolist()))} at batch position(s) "
+                    f"{bad.nonzero().flatten().tolist()}. Fix those rows' labels, or build the model with the "
+                    "right num_labels."
                 )
         if len(set(sizes.values())) > 1:
             raise ValueError(f"All inputs must have the same batch size; got {sizes}.")
@@ -500,8 +516,14 @@ class MultimodalModel(PreTrainedModel):
 
 
 def register_auto_classes() -> None:
-    """Register the config and model with the Auto classes (safe to call more than once)."""
+    """Register the config and model with the Auto classes (safe to call more than once), and mark
+    them for `save_pretrained` to copy this file and `configuration.py` next to the weights (with an
+    `auto_map` in config.json), so that a saved or pushed model loads without aim_hf installed:
+    `AutoModel.from_pretrained(path_or_repo, trust_remote_code=True)`."""
     from transformers import AutoModelForSequenceClassification
+
+    MultimodalConfig.register_for_auto_class()
+    MultimodalModel.register_for_auto_class("AutoModel")
 
     try:
         AutoConfig.register(MultimodalConfig.model_type, MultimodalConfig)

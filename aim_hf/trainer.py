@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections import defaultdict
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, sort_checkpoints
 from transformers.utils import logging
 
 from .collator import MultimodalCollator, MultimodalProcessor
 from .metrics import MultimodalMetrics
+from .model_card import MODEL_CARD_NAME, write_model_card
 from .modeling import MultimodalModel, MultimodalOutput
 from .modulation import build_modulation
 from .modulation.base import all_reduce_sum
@@ -22,6 +25,10 @@ from .training_args import AIMConfig
 logger = logging.get_logger(__name__)
 
 MODULATION_STATE_NAME = "modulation_state.pt"
+
+
+class PushToHubError(RuntimeError):
+    """Pushing to the Hub failed; the local model and checkpoints are untouched."""
 
 
 class AIMTrainer(Trainer):
@@ -33,7 +40,8 @@ class AIMTrainer(Trainer):
     method's metrics (averaged over the logging interval, reduced across processes); saves the
     method's state in every checkpoint and restores it on `train(resume_from_checkpoint=...)`; and
     defaults `compute_metrics` to fused and per-probe accuracy / macro-F1 and the collator to a
-    [`MultimodalCollator`] over `processing_class` (a [`MultimodalProcessor`]).
+    [`MultimodalCollator`] over `processing_class` (a [`MultimodalProcessor`]). Every saved model
+    gets a model card with plots (`aim_hf.model_card`); a failed Hub push raises `PushToHubError`.
     """
 
     # compute_loss returns the mean over the micro-batch; Trainer divides it by the accumulation steps.
@@ -142,13 +150,29 @@ class AIMTrainer(Trainer):
 
     # ----------------------------------------------------------------------- checkpoint state
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
+        # The modulation state goes in first: Trainer writes trainer_state.json after every other
+        # file, so that file marks a complete checkpoint (see `_last_complete_checkpoint`).
         if self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            os.makedirs(folder, exist_ok=True)
             torch.save(
                 {"modulation": self.args.modulation, "state": self.modulation.state_dict()},
                 os.path.join(folder, MODULATION_STATE_NAME),
             )
+        super()._save_checkpoint(model, trial)
+
+    def _last_complete_checkpoint(self) -> str:
+        """The newest checkpoint in output_dir whose save finished, skipping (with a warning) newer
+        ones that a crash interrupted."""
+        checkpoints = sort_checkpoints(self.args.output_dir) if os.path.isdir(self.args.output_dir) else []
+        for checkpoint in reversed(checkpoints):
+            if os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME)):
+                return checkpoint
+            logger.warning(
+                f"Skipping {checkpoint}: it has no {TRAINER_STATE_NAME}, so its save was interrupted. "
+                "Delete it once the run has resumed from an earlier checkpoint."
+            )
+        raise ValueError(f"No complete checkpoint found in output_dir {self.args.output_dir!r} to resume from.")
 
     def _load_modulation_state(self, checkpoint: str) -> None:
         path = os.path.join(checkpoint, MODULATION_STATE_NAME)
@@ -163,11 +187,106 @@ class AIMTrainer(Trainer):
             )
         self.modulation.load_state_dict(saved["state"])
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        # Trainer restores the weights with `load_state_dict`, but `save_pretrained` writes some
+        # encoders (ViT, AST in transformers 5) under legacy key names that only `from_pretrained`
+        # maps back (huggingface/transformers#43701): those layers would silently keep their
+        # initial weights. Load through `from_pretrained` instead.
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not isinstance(target, MultimodalModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        state = MultimodalModel.from_pretrained(resume_from_checkpoint).state_dict()
+        expected = target.state_dict()
+        differ = sorted(set(state) ^ set(expected))
+        differ += sorted(k for k in state.keys() & expected.keys() if state[k].shape != expected[k].shape)
+        if differ:
+            raise ValueError(
+                f"{resume_from_checkpoint} holds another model than the one being trained ({len(differ)} weights are "
+                f"missing, unexpected or of another shape, e.g. {differ[:3]}). Resume with the model that wrote it, "
+                "or start a new output_dir."
+            )
+        target.load_state_dict(state)
+
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"No checkpoint found in output_dir {self.args.output_dir!r} to resume from.")
+            resume_from_checkpoint = self._last_complete_checkpoint()
         if isinstance(resume_from_checkpoint, (str, os.PathLike)):
+            if not os.path.isfile(os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME)):
+                raise ValueError(
+                    f"{resume_from_checkpoint} is not a complete checkpoint (no {TRAINER_STATE_NAME}: missing, or "
+                    "its save was interrupted). Resume from an earlier checkpoint, or with resume_from_checkpoint=True "
+                    "to take the newest complete one."
+                )
             self._load_modulation_state(str(resume_from_checkpoint))
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    # ------------------------------------------------------------------------ model card, Hub
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        # Every saved model (checkpoints, save_model, push_to_hub) gets its card and plots.
+        self.create_model_card(output_dir=output_dir)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset: str | None = None,
+        tags: str | list[str] | None = None,
+        license: str | None = None,
+        language: str | list[str] | None = None,
+        template_path: str | None = None,
+        output_dir: str | None = None,
+    ) -> None:
+        """Write the model card (`README.md`, see `aim_hf.model_card`) and its plots into `output_dir`
+        (default `args.output_dir`). `push_to_hub(dataset=..., tags=..., license=...)` passes its extra
+        arguments here."""
+        if not self.args.should_save:
+            return
+        repo_id = getattr(self, "hub_model_id", None) or self.args.hub_model_id
+        write_model_card(
+            self,
+            output_dir or self.args.output_dir,
+            model_name=model_name,
+            repo_id=repo_id,
+            dataset=dataset,
+            tags=tags,
+            license=license,
+            language=language,
+            template_path=template_path,
+        )
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # Trainer copies only the config and weights from the checkpoint into output_dir before
+        # pushing output_dir; the card, its plots and the model's code files (auto_map) go too.
+        if self.is_world_process_zero() and self.args.hub_strategy != HubStrategy.END:
+            for name in os.listdir(checkpoint_folder):
+                if name == MODEL_CARD_NAME or name.endswith((".png", ".py")):
+                    shutil.copy(os.path.join(checkpoint_folder, name), os.path.join(self.args.output_dir, name))
+        super()._push_from_checkpoint(checkpoint_folder)
+
+    def _push_failed(self, action: str, err: Exception) -> PushToHubError:
+        from huggingface_hub import constants
+
+        repo = getattr(self, "hub_model_id", None) or self.args.hub_model_id or os.path.basename(self.args.output_dir)
+        return PushToHubError(
+            f"Could not {action} the Hub repo {repo!r} at {constants.ENDPOINT}: {type(err).__name__}: {err}\n"
+            f"Nothing local is lost: the model, its card and its checkpoints stay in {self.args.output_dir!r}. "
+            "Check the token (HF_TOKEN or `hub_token`, with write access), the network and HF_ENDPOINT, then "
+            "call `trainer.push_to_hub()` again."
+        )
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        try:
+            super().init_hf_repo(token=token, private=private)
+        except Exception as err:  # any failure to reach or use the Hub: say what is safe and what to check
+            raise self._push_failed("create", err) from err
+
+    def push_to_hub(self, *args: Any, **kwargs: Any):
+        if getattr(self, "hub_model_id", None) is None:
+            # Trainer creates the repo before saving: save first, so that a Hub failure never costs the model.
+            self.save_model(_internal_call=True)
+        try:
+            return super().push_to_hub(*args, **kwargs)
+        except PushToHubError:
+            raise
+        except Exception as err:  # any failure to reach or use the Hub: say what is safe and what to check
+            raise self._push_failed("push to", err) from err

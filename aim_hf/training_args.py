@@ -25,7 +25,7 @@ class AIMConfig(TrainingArguments):
         default=None,
         metadata={
             "help": "Optimizer step at which the modulation starts; a value < 1 is a fraction of all steps. "
-            "Default: the method's (AIM: 0.1, a warm-up of 10% of the steps; OGM-GE: 0)."
+            "Default: the method's (AIM: 0.1, a warm-up of a tenth of the steps; OGM-GE: 0)."
         },
     )
     modulation_end: float | None = field(

@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+# Tiny models: one thread each is faster than contending threads, in this process and the
+# subprocesses the tests launch (which inherit the variable).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch
@@ -14,6 +17,8 @@ from datasets import Dataset
 
 from aim_hf import AIMConfig, MultimodalModel, MultimodalProcessor
 from tiny import NUM_LABELS, make_processors, make_rows, save_tiny_encoders
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

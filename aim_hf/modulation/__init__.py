@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..modeling import MultimodalModel
+from .aim import AIM
 from .base import Modulation, NoModulation
 from .ogm_ge import OGMGE
 
-MODULATIONS: dict[str, type[Modulation]] = {cls.name: cls for cls in (NoModulation, OGMGE)}
+MODULATIONS: dict[str, type[Modulation]] = {cls.name: cls for cls in (AIM, NoModulation, OGMGE)}
 
 
 def build_modulation(name: str, model: MultimodalModel, args: Any) -> Modulation:
@@ -19,4 +20,4 @@ def build_modulation(name: str, model: MultimodalModel, args: Any) -> Modulation
     return MODULATIONS[name](model, args)
 
 
-__all__ = ["MODULATIONS", "Modulation", "NoModulation", "OGMGE", "build_modulation"]
+__all__ = ["AIM", "MODULATIONS", "Modulation", "NoModulation", "OGMGE", "build_modulation"]

@@ -1,0 +1,213 @@
+"""The `aim-hf` command: `aim-hf train [config.yaml|config.json] [--option value ...]`.
+
+Trains a [`MultimodalModel`] with balanced multimodal learning (AIM by default) on the embedded
+AV-digits dataset, evaluates it on the validation and test splits, saves it with its processors and
+prints fused and per-modality probe accuracy. Every option is a field of [`ModelArguments`],
+[`DataArguments`] or [`AIMConfig`]; a YAML/JSON file gives them too, and command-line options
+override the file. The same command runs under `accelerate launch -m aim_hf train ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from transformers import HfArgumentParser
+
+from aim_hf.data.av_digits import LABEL_NAMES, MODALITIES, av_digits_encoders, av_digits_processor, load_av_digits
+from aim_hf.data.unimodal import BlankModalities
+from aim_hf.training_args import AIMConfig
+
+USAGE = "usage: aim-hf train [CONFIG.yaml|CONFIG.json] [--option value ...]   (aim-hf train --help lists the options)"
+
+# Defaults of the command that differ from AIMConfig's: sized for the embedded data and small encoders.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "output_dir": "aim_hf_output",
+    "num_train_epochs": 10,
+    "learning_rate": 5e-3,
+    "warmup_steps": 0.1,
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 128,
+    "eval_strategy": "epoch",
+    "save_strategy": "no",
+    "logging_steps": 20,
+    "report_to": "none",
+    "seed": 0,
+}
+
+
+@dataclass
+class ModelArguments:
+    """The multimodal model: its encoders and how their features are fused."""
+
+    vision_encoder: str | None = field(
+        default=None,
+        metadata={"help": "Pretrained vision encoder (Hub id or local folder). Default: a small ViT from its config."},
+    )
+    audio_encoder: str | None = field(
+        default=None,
+        metadata={"help": "Pretrained AST audio encoder (Hub id or local folder). Default: a small AST from its config."},
+    )
+    hidden_size: int = field(default=32, metadata={"help": "Width of the default (from-config) encoders."})
+    num_hidden_layers: int = field(default=4, metadata={"help": "Layers of the default encoders."})
+    num_attention_heads: int = field(default=2, metadata={"help": "Attention heads of the default encoders."})
+    intermediate_size: int = field(default=64, metadata={"help": "MLP width of the default encoders."})
+    fusion: str = field(default="concat", metadata={"help": "Fusion: 'concat', 'sum', 'gated' or 'film'."})
+    num_depth_groups: int = field(default=4, metadata={"help": "Depth groups each encoder's layers are split into."})
+    freeze_vision: int = field(
+        default=0, metadata={"help": "Leading vision layers frozen with the embeddings (-1: the whole encoder)."}
+    )
+    freeze_audio: int = field(
+        default=0, metadata={"help": "Leading audio layers frozen with the embeddings (-1: the whole encoder)."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """The embedded AV-digits data (see docs/av_digits.md)."""
+
+    dataset_seed: int = field(default=0, metadata={"help": "Seed of the pairing, the split and the image noise."})
+    image_noise: float = field(
+        default=0.0,
+        metadata={"help": "Std of Gaussian noise added to the images, as a fraction of the 0-255 range."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N examples only."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on the first N validation and test examples only."}
+    )
+    only_modality: str | None = field(
+        default=None,
+        metadata={
+            "help": "Unimodal baseline: train and evaluate with every other modality's input blanked (zeros); "
+            "the fused accuracy is then this modality's accuracy alone."
+        },
+    )
+
+
+def _subset(dataset: Any, limit: int | None) -> Any:
+    return dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
+
+
+def build_parser() -> HfArgumentParser:
+    parser = HfArgumentParser((ModelArguments, DataArguments, AIMConfig), prog="aim-hf train")
+    parser.set_defaults(**TRAIN_DEFAULTS)
+    return parser
+
+
+def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, AIMConfig]:
+    """Parse `[CONFIG.yaml|CONFIG.json] [--option value ...]`: the file's values replace the defaults
+    and the options given on the command line replace the file's."""
+    parser = build_parser()
+    if argv and Path(argv[0]).suffix in (".yaml", ".yml", ".json"):
+        text = Path(argv[0]).read_text()
+        if Path(argv[0]).suffix == ".json":
+            values = json.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        known = {f.name for dc in parser.dataclass_types for f in fields(dc) if f.init}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{argv[0]} sets unknown options {unknown}; see `aim-hf train --help`.")
+        parser.set_defaults(**values)
+        argv = argv[1:]
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if data_args.only_modality is not None and data_args.only_modality not in MODALITIES:
+        raise ValueError(f"only_modality must be one of {MODALITIES}, got {data_args.only_modality!r}.")
+    return model_args, data_args, training_args
+
+
+def train(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: AIMConfig,
+    callbacks: list[Any] | None = None,
+) -> dict[str, float]:
+    """Train on AV-digits, evaluate on validation and test, save the model and processors to
+    `training_args.output_dir`; returns the `eval_*` and `test_*` metrics. `callbacks` (Trainer
+    callbacks) are added to the trainer, e.g. to measure the run (`benchmarks/av_digits.py`)."""
+    from aim_hf.collator import MultimodalCollator
+    from aim_hf.modeling import MultimodalModel
+    from aim_hf.trainer import AIMTrainer
+
+    encoders = av_digits_encoders(
+        vision=model_args.vision_encoder,
+        audio=model_args.audio_encoder,
+        seed=training_args.seed,
+        hidden_size=model_args.hidden_size,
+        num_hidden_layers=model_args.num_hidden_layers,
+        num_attention_heads=model_args.num_attention_heads,
+        intermediate_size=model_args.intermediate_size,
+    )
+    data = load_av_digits(
+        seed=data_args.dataset_seed,
+        num_mel_bins=encoders["audio"].config.num_mel_bins,
+        image_noise=data_args.image_noise,
+    )
+    processor = av_digits_processor(encoders, data["train"], vision=model_args.vision_encoder)
+    model = MultimodalModel.from_encoders(
+        encoders,
+        fusion=model_args.fusion,
+        freeze={"vision": model_args.freeze_vision, "audio": model_args.freeze_audio},
+        num_depth_groups=model_args.num_depth_groups,
+        id2label=dict(enumerate(LABEL_NAMES)),
+        label2id={name: i for i, name in enumerate(LABEL_NAMES)},
+    )
+    collator = MultimodalCollator(processor)
+    if data_args.only_modality is not None:
+        collator = BlankModalities(collator, keep=data_args.only_modality)
+    validation = _subset(data["validation"], data_args.max_eval_samples)
+    test = _subset(data["test"], data_args.max_eval_samples)
+    trainer = AIMTrainer(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        train_dataset=_subset(data["train"], data_args.max_train_samples),
+        eval_dataset=validation,
+        processing_class=processor,
+        callbacks=callbacks,
+    )
+    trainer.train()
+    metrics = trainer.evaluate(validation, metric_key_prefix="eval")
+    metrics.update(trainer.evaluate(test, metric_key_prefix="test"))
+    trainer.save_model()  # weights, config, processors and the model card
+    trainer.save_metrics("all", metrics)  # all_results.json, on the main process
+    return metrics
+
+
+def format_results(metrics: dict[str, float], modalities: tuple[str, ...] = MODALITIES) -> str:
+    """A small table: fused accuracy and each modality's probe accuracy, on validation and test."""
+    columns = ["fused"] + [f"{m} probe" for m in modalities]
+    keys = ["accuracy"] + [f"{m}_probe_accuracy" for m in modalities]
+    lines = [
+        "| split | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for split, prefix in (("validation", "eval"), ("test", "test")):
+        cells = [f"{metrics[f'{prefix}_{key}']:.4f}" for key in keys]
+        lines.append(f"| {split} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] != "train":
+        print(f"aim-hf: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    model_args, data_args, training_args = parse_train_args(argv[1:])
+    metrics = train(model_args, data_args, training_args)
+    if training_args.process_index == 0:
+        print(f"\nAV-digits, modulation={training_args.modulation!r}; model saved to {training_args.output_dir}")
+        print(format_results(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

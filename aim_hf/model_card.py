@@ -1,0 +1,235 @@
+"""The model card (`README.md`) that [`AIMTrainer`] writes, with its plots, next to every saved model.
+
+The card is rendered from `templates/aim_model_card.md` through `huggingface_hub.ModelCard`: the Hub
+metadata (base encoders as `base_model`, dataset, tags) in its YAML header, then the encoders, the
+results with the accuracy and modulation plots, a usage snippet with the Auto classes, the method's
+and the training's hyperparameters, the framework versions and the citations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from transformers.modelcard import extract_hyperparameters_from_trainer
+
+from .training_args import AIMConfig
+
+if TYPE_CHECKING:
+    from .trainer import AIMTrainer
+
+MODEL_CARD_NAME = "README.md"
+TEMPLATE_PATH = Path(__file__).parent / "templates" / "aim_model_card.md"
+
+AIM_CITATION = """@article{shen2025aim,
+  title   = {{AIM}: Adaptive Intra-Network Modulation for Balanced Multimodal Learning},
+  author  = {Shen, Shu and Chen, C. L. Philip and Zhang, Tong},
+  journal = {arXiv preprint arXiv:2508.19769},
+  year    = {2025}
+}"""
+
+OGM_GE_CITATION = """@inproceedings{peng2022balanced,
+  title     = {Balanced Multimodal Learning via On-the-fly Gradient Modulation},
+  author    = {Peng, Xiaokang and Wei, Yake and Deng, Andong and Wang, Dong and Hu, Di},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2022}
+}"""
+
+# What the card says about each modulation method; a method missing here is shown by its name.
+METHODS: dict[str, dict[str, Any]] = {
+    "aim": {
+        "title": "AIM (Adaptive Intra-Network Modulation)",
+        "paper": {
+            "title": "AIM: Adaptive Intra-Network Modulation for Balanced Multimodal Learning",
+            "url": "https://arxiv.org/abs/2508.19769",
+        },
+        "citations": [AIM_CITATION],
+    },
+    "ogm_ge": {
+        "title": "OGM-GE (On-the-fly Gradient Modulation with Generalization Enhancement)",
+        "paper": {
+            "title": "Balanced Multimodal Learning via On-the-fly Gradient Modulation",
+            "url": "https://arxiv.org/abs/2203.15332",
+        },
+        "citations": [OGM_GE_CITATION, AIM_CITATION],
+    },
+    "none": {"title": "joint training (no modulation)", "paper": None, "citations": [AIM_CITATION]},
+}
+
+_PROCESSOR_CLASSES = {"text": "AutoTokenizer", "image": "AutoImageProcessor", "audio": "AutoFeatureExtractor"}
+_FRAMEWORKS = ("aim_hf", "transformers", "torch", "datasets", "accelerate", "huggingface_hub")
+
+
+def hub_id(name: str | None) -> str | None:
+    """`name` if it reads as a Hub repo id (not an existing local path), else `None`."""
+    if not name or os.path.exists(name):
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
+def _format(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def _results(log_history: list[dict[str, Any]], modalities: list[str]) -> dict[str, Any]:
+    """The last evaluation's fused and per-probe accuracy / F1, and the last training interval's
+    probe accuracies."""
+    results: dict[str, Any] = {"eval_rows": [], "eval_step": None, "train_rows": [], "train_step": None}
+    evals = [log for log in log_history if "eval_accuracy" in log]
+    if evals:
+        last = evals[-1]
+        results["eval_step"] = last.get("step")
+        for name, prefix in [("fused", "eval_")] + [(f"{m} probe", f"eval_{m}_probe_") for m in modalities]:
+            if f"{prefix}accuracy" in last:
+                f1 = last.get(f"{prefix}f1")
+                row = {"name": name, "accuracy": _format(last[f"{prefix}accuracy"])}
+                results["eval_rows"].append({**row, "f1": "–" if f1 is None else _format(f1)})
+    trains = [log for log in log_history if any(f"probe_accuracy/{m}" in log for m in modalities)]
+    if trains:
+        last = trains[-1]
+        results["train_step"] = last.get("step")
+        results["train_rows"] = [
+            {"name": f"{m} probe", "accuracy": _format(last[f"probe_accuracy/{m}"])}
+            for m in modalities
+            if f"probe_accuracy/{m}" in last
+        ]
+    return results
+
+
+def _method_hyperparameters(args: AIMConfig) -> dict[str, Any]:
+    """The modulation schedule and the fields of the method's own prefix (`aim_*`, `ogm_*`)."""
+    prefix = args.modulation.split("_")[0] + "_"
+    names = ["modulation_start", "modulation_end"] + [
+        f.name for f in dataclasses.fields(AIMConfig) if f.name.startswith(prefix)
+    ]
+    return {name: "method default" if getattr(args, name) is None else getattr(args, name) for name in names}
+
+
+def _encoders(trainer: AIMTrainer) -> list[dict[str, Any]]:
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    processor = trainer.processing_class
+    kinds = getattr(processor, "kinds", {})
+    encoders = []
+    for m in model.modalities:
+        config = model.config.encoder_configs[m]
+        kind = kinds.get(m)
+        rate = getattr(processor[m], "sampling_rate", None) if kind == "audio" else None
+        calls = {"text": '"a sentence"', "image": "image", "audio": f"waveform, sampling_rate={rate}"}
+        encoders.append(
+            {
+                "modality": m,
+                "hub_id": hub_id(config.name_or_path),
+                "architecture": (config.architectures or [config.model_type])[0],
+                "depth_groups": ", ".join(
+                    str(g.start) if len(g) == 1 else f"{g.start}–{g.stop - 1}" for g in model.depth_groups(m)
+                ),
+                "processor": _PROCESSOR_CLASSES.get(kind, "AutoProcessor"),
+                "call": calls.get(kind, f"{m}_input"),
+            }
+        )
+    return encoders
+
+
+def _labels(id2label: dict[int, str], limit: int = 12) -> str:
+    names = [str(id2label[i]) for i in sorted(id2label)]
+    shown = ", ".join(f"`{n}`" for n in names[:limit])
+    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in _FRAMEWORKS:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def build_model_card(
+    trainer: AIMTrainer,
+    output_dir: str | os.PathLike,
+    model_name: str | None = None,
+    repo_id: str | None = None,
+    dataset: str | None = None,
+    tags: str | list[str] | None = None,
+    license: str | None = None,
+    language: str | list[str] | None = None,
+    template_path: str | os.PathLike | None = None,
+) -> ModelCard:
+    """Render the model card of `trainer`'s model and write its plots (`accuracy.png`,
+    `modulation.png`) into `output_dir`, where the card links them.
+
+    Args:
+        trainer: the [`AIMTrainer`]; its model, arguments, processors and `state.log_history` are read.
+        output_dir: the folder the card will be saved in (the plots are written there now).
+        model_name: the card's title (default: the last part of `repo_id`, else the run's `args.output_dir`).
+        repo_id: the Hub repo the usage snippet loads (default: `model_name`).
+        dataset: the training dataset's name or Hub id (default: the train dataset's `info.dataset_name`).
+        tags, license, language: extra Hub metadata.
+        template_path: a Jinja template to render instead of the packaged one.
+    """
+    from .plotting import plot_run  # matplotlib only when a card is written, not on `import aim_hf`
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    args: AIMConfig = trainer.args
+    model_name = model_name or (repo_id or Path(args.output_dir).resolve().name).split("/")[-1]
+    if dataset is None:
+        dataset = getattr(getattr(trainer.train_dataset, "info", None), "dataset_name", None)
+    encoders = _encoders(trainer)
+    plots = plot_run(trainer.state.log_history, output_dir)
+    unknown_method = {"title": args.modulation, "paper": None, "citations": [AIM_CITATION]}
+    method = {"name": args.modulation, **METHODS.get(args.modulation, unknown_method)}
+    tags = [tags] if isinstance(tags, str) else list(tags or [])
+    base_models = [e["hub_id"] for e in encoders if e["hub_id"]]
+    card_data = ModelCardData(
+        model_name=model_name,
+        library_name="transformers",
+        base_model=base_models or None,
+        datasets=[dataset] if hub_id(dataset) else None,
+        license=license,
+        language=language,
+        tags=list(dict.fromkeys(["aim_hf", "multimodal", "balanced-multimodal-learning", args.modulation, *tags])),
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path or TEMPLATE_PATH),
+        model_name=model_name,
+        repo_id=repo_id or model_name,
+        modalities=model.modalities,
+        num_labels=model.config.num_labels,
+        labels=_labels(model.config.id2label),
+        fusion=model.config.fusion,
+        encoders=encoders,
+        processor_classes=sorted({e["processor"] for e in encoders}),
+        dataset_name=dataset,
+        dataset_is_hub_id="/" in (dataset or "") and hub_id(dataset) is not None,
+        method=method,
+        method_hyperparameters=_method_hyperparameters(args),
+        hyperparameters=extract_hyperparameters_from_trainer(trainer),
+        versions=_versions(),
+        citations=method["citations"],
+        accuracy_plot=os.path.basename(plots["accuracy"]) if "accuracy" in plots else None,
+        modulation_plot=os.path.basename(plots["modulation"]) if "modulation" in plots else None,
+        **_results(trainer.state.log_history, model.modalities),
+    )
+
+
+def write_model_card(trainer: AIMTrainer, output_dir: str | os.PathLike, **kwargs: Any) -> str:
+    """Render the card (see [`build_model_card`]) and save it as `output_dir/README.md`; returns its path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, MODEL_CARD_NAME)
+    build_model_card(trainer, output_dir, **kwargs).save(path)
+    return path
+
+
+__all__ = ["AIM_CITATION", "METHODS", "build_model_card", "hub_id", "write_model_card"]

@@ -1,0 +1,307 @@
+"""AIM: DAP prototypes and scores, DAM strengths, PAM importance and masks, Auxiliary Block
+gradients, equivalence with joint training at alpha = 0, checkpoint resume, imbalance reaction."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aim_hf import AIMTrainer, MultimodalCollator
+from aim_hf.modeling import MultimodalOutput
+from aim_hf.modulation import build_modulation
+from aim_hf.modulation.aim import unit_importance
+from tiny import NUM_LABELS, make_rows
+
+TWO = ("vision", "audio")
+QK_PARTNER = {"q_proj": "k_proj", "k_proj": "q_proj"}
+
+
+def _features(labels: torch.Tensor, informative: bool, depths: int = 4, dim: int = 4) -> tuple[torch.Tensor, ...]:
+    """Hand-made pooled features per depth: class-dependent (plus noise) when `informative`."""
+    noise = [torch.randn(labels.shape[0], dim) for _ in range(depths)]
+    if not informative:
+        return tuple(noise)
+    signal = F.one_hot(labels, dim).float() * 2
+    return tuple(signal + 0.3 * n for n in noise)
+
+
+def _outputs(labels: torch.Tensor) -> MultimodalOutput:
+    return MultimodalOutput(depth_features={"vision": _features(labels, True), "audio": _features(labels, False)})
+
+
+def _true_class_prob(features: torch.Tensor, prototypes: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
+    cos = F.normalize(features, dim=-1) @ F.normalize(prototypes, dim=-1).T
+    return (cos / tau).softmax(-1)[torch.arange(labels.shape[0]), labels].mean()
+
+
+def _class_means(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    h = F.normalize(features, dim=-1)
+    return torch.stack([h[labels == k].mean(0) for k in range(NUM_LABELS)])
+
+
+def test_prototypes_scores_and_strengths_match_direct_computation(build_model, make_args):
+    torch.manual_seed(0)
+    args = make_args(modulation="aim", modulation_start=0, aim_alpha=1.5, aim_tau=0.1, aim_momentum=0.9)
+    aim = build_modulation("aim", build_model(TWO), args)
+    # Step 0: two micro-batches seed the prototypes with the class means; no score yet.
+    labels_a, labels_b = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 2])
+    out_a, out_b = _outputs(labels_a), _outputs(labels_b)
+    assert aim.compute_loss(out_a, labels_a) is None and aim.compute_loss(out_b, labels_b) is None
+    metrics = aim.step(aim.model, 0, 10)
+    labels_ab = torch.cat([labels_a, labels_b])
+    for m in TWO:
+        for d in range(4):
+            feats = torch.cat([out_a.depth_features[m][d], out_b.depth_features[m][d]])
+            torch.testing.assert_close(aim.prototypes[m][d], _class_means(feats, labels_ab))
+    assert "aim/score/vision/depth_0" not in metrics and metrics["aim/lambda/vision/depth_0"] == 0.0
+    prototypes_0 = {m: [p.clone() for p in ps] for m, ps in aim.prototypes.items()}
+
+    # Step 1 (class 2 absent): scores against step 0's prototypes; EMA for the classes present only.
+    labels_c = torch.tensor([0, 0, 1])
+    out_c = _outputs(labels_c)
+    aim.compute_loss(out_c, labels_c)
+    metrics = aim.step(aim.model, 1, 10)
+    scores_1 = {}
+    for m in TWO:
+        for d in range(4):
+            feats = out_c.depth_features[m][d]
+            scores_1[m, d] = _true_class_prob(feats, prototypes_0[m][d], labels_c, 0.1).item()
+            assert metrics[f"aim/score/{m}/depth_{d}"] == pytest.approx(scores_1[m, d], rel=1e-5)
+            h = F.normalize(feats, dim=-1)
+            expected = prototypes_0[m][d].clone()
+            for k in (0, 1):
+                expected[k] = 0.9 * expected[k] + 0.1 * h[labels_c == k].mean(0)
+            torch.testing.assert_close(aim.prototypes[m][d], expected)
+    for d in range(4):
+        weakest = min(scores_1["vision", d], scores_1["audio", d])
+        for m in TWO:
+            lam = math.tanh(1.5 * (scores_1[m, d] / weakest - 1))
+            assert metrics[f"aim/lambda/{m}/depth_{d}"] == pytest.approx(lam, rel=1e-5, abs=1e-7)
+    assert metrics["aim/lambda/vision/depth_1"] > 0 and metrics["aim/lambda/audio/depth_1"] == 0.0
+
+    # Step 2: the score is an EMA of the step scores.
+    prototypes_1 = {m: [p.clone() for p in ps] for m, ps in aim.prototypes.items()}
+    labels_d = torch.tensor([2, 1, 0])
+    out_d = _outputs(labels_d)
+    aim.compute_loss(out_d, labels_d)
+    metrics = aim.step(aim.model, 2, 10)
+    for m in TWO:
+        step_score = _true_class_prob(out_d.depth_features[m][0], prototypes_1[m][0], labels_d, 0.1).item()
+        expected = 0.9 * scores_1[m, 0] + 0.1 * step_score
+        assert metrics[f"aim/score/{m}/depth_0"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_importance_and_masks_pick_the_most_important_units(build_model, make_args):
+    torch.manual_seed(0)
+    model = build_model(TWO)
+    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=0, aim_r_max=0.5))
+    units = {m: {n: mod for group in model.unit_modules(m) for n, mod in group.items()} for m in TWO}
+    expected = {}
+    for step in range(2):
+        labels = torch.tensor([0, 1, 2, 0, 1, 2])
+        aim.compute_loss(_outputs(labels), labels)
+        grads = {p: torch.randn_like(p) for p in model.parameters()}
+        for p, g in grads.items():
+            p.grad = g
+        metrics = aim.step(model, step, 10)
+        for m in TWO:
+            for name, module in units[m].items():
+                value = unit_importance(module)
+                expected[m, name] = value if step == 0 else 0.9 * expected[m, name] + 0.1 * value
+    # The Taylor importance of a unit, by hand.
+    fc = units["vision"]["layers.3.mlp.fc1"]
+    by_hand = (fc.weight * fc.weight.grad).abs().sum(1) + (fc.bias * fc.bias.grad).abs()
+    torch.testing.assert_close(unit_importance(fc), by_hand.detach())
+    # fp16: gradients still scaled by the GradScaler's factor are divided by it.
+    scaled = build_modulation("aim", model, make_args(modulation="aim"))
+    for p, g in grads.items():
+        p.grad = g * 1024.0
+    scaled._update_importance(grad_scale=1024.0)
+    for p, g in grads.items():
+        p.grad = g
+    for name, module in units["vision"].items():
+        torch.testing.assert_close(scaled.importance["vision"][name], unit_importance(module))
+    # A non-finite gradient (an fp16 overflow, a step the GradScaler skips) leaves the whole AIM
+    # state untouched: importance, prototypes, scores and the next step's masks.
+    before = aim.state_dict()
+    next(iter(units["audio"].values())).weight.grad[0, 0] = float("inf")
+    aim.compute_loss(_outputs(labels), labels)
+    assert aim.step(model, 2, 10) == {}
+    after = aim.state_dict()
+    for key in ("importance", "masks"):
+        for m in before[key]:
+            assert all(torch.equal(before[key][m][k], v) for k, v in after[key][m].items())
+    assert all(torch.equal(before["scores"][m], after["scores"][m]) for m in TWO)
+    assert all(torch.equal(a, b) for m in TWO for a, b in zip(before["prototypes"][m], after["prototypes"][m]))
+
+    masks = aim.forward_kwargs()["unit_masks"]
+    assert set(masks) == {"vision"}  # the informative modality is the strong one at every depth
+    for d, group in enumerate(model.unit_modules("vision")):
+        lam = metrics[f"aim/lambda/vision/depth_{d}"]
+        assert lam > 0
+        for name, module in group.items():
+            importance = expected["vision", name]
+            torch.testing.assert_close(aim.importance["vision"][name], importance)
+            num_off = math.ceil(lam * 0.5 * importance.numel())
+            off = set(torch.nonzero(masks["vision"][name] == 0).flatten().tolist())
+            assert off == set(importance.topk(num_off).indices.tolist())
+
+
+def test_masks_only_inside_the_modulation_window(build_model, make_args):
+    """Statistics accumulate from step 0; masks exist only for steps in [start, end)."""
+    torch.manual_seed(0)
+    model = build_model(TWO)
+    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=2, modulation_end=4))
+    assert build_modulation("aim", model, make_args(modulation="aim")).start == 0.1  # AIM's default warm-up
+    has_masks = []
+    for step in range(5):
+        labels = torch.tensor([0, 1, 2, 0, 1, 2])
+        aim.compute_loss(_outputs(labels), labels)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        metrics = aim.step(model, step, 10)
+        assert metrics["aim/active"] == float(2 <= step < 4)
+        has_masks.append(bool(aim.forward_kwargs()))  # the masks of step + 1
+    assert has_masks == [False, True, True, False, False]
+
+
+def test_auxiliary_blocks_zero_gradient_and_equal_full_recompute(build_model, build_processor, make_args):
+    """Units switched off get exactly zero gradient from L_aux and the others do get gradient; the
+    auxiliary pass (replaying the layers before the first masked group) equals a full recompute."""
+    torch.manual_seed(0)
+    model = build_model(TWO).eval()
+    aim = build_modulation("aim", model, make_args(modulation="aim", aim_beta_aux=1.0))
+    for m in TWO:
+        for group in model.unit_modules(m):
+            for name, module in group.items():
+                aim.importance[m][name] = torch.rand(module.weight.shape[0])
+    aim.masks = aim._build_masks({"vision": [0.0, 0.0, 0.6, 0.6], "audio": [0.0, 0.8, 0.0, 0.0]})
+    batch = MultimodalCollator(build_processor(TWO))(make_rows(6, TWO))
+    labels = batch["labels"]
+    out = model(**batch, **aim.forward_kwargs())
+    loss = aim.compute_loss(out, labels)
+    torch.testing.assert_close(loss, F.cross_entropy(out.auxiliary_logits, labels))
+    loss.backward()
+    for m in TWO:
+        for group in model.unit_modules(m):
+            for name, module in group.items():
+                mask = aim.masks.get(m, {}).get(name)
+                row_norms = module.weight.grad.flatten(1).norm(dim=1)
+                if mask is None:  # unmasked layers, before and after the masked groups, still learn
+                    assert (row_norms > 0).all()
+                    continue
+                assert (mask == 0).any() and (mask == 1).any()
+                assert torch.equal(row_norms[mask == 0], torch.zeros(int((mask == 0).sum())))
+                assert torch.equal(module.bias.grad[mask == 0], torch.zeros(int((mask == 0).sum())))
+                # A kept query dimension is inert when its key dimension is off, and vice versa.
+                kept = mask == 1
+                suffix = name.rsplit(".", 1)[-1]
+                if suffix in QK_PARTNER:
+                    kept &= aim.masks[m][name[: -len(suffix)] + QK_PARTNER[suffix]] == 1
+                assert (row_norms[kept] > 0).all(), name
+
+    handles = []
+    for m, masks in aim.masks.items():
+        for group in model.unit_modules(m):
+            for name, module in group.items():
+                if name in masks:
+                    handles.append(module.register_forward_hook(lambda mod, a, o, k=masks[name]: o * k))
+    try:
+        with torch.no_grad():
+            full = model(**batch)
+    finally:
+        for h in handles:
+            h.remove()
+    torch.testing.assert_close(out.auxiliary_logits, full.logits, rtol=1e-6, atol=1e-6)
+
+
+def _train(
+    build_model, build_processor, build_dataset, make_args, modalities, informative=None, fusion="concat", resume=None, **kw
+):
+    """An `AIMTrainer` on 24 rows of the tiny model, trained (from checkpoint `resume` if given)."""
+    trainer = AIMTrainer(
+        model=build_model(modalities, fusion=fusion),
+        args=make_args(**kw),
+        train_dataset=build_dataset(24, modalities, informative=informative),
+        processing_class=build_processor(modalities),
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+def test_alpha_zero_is_plain_joint_training_bit_for_bit(build_model, build_processor, build_dataset, make_args):
+    # BERT has dropout: any extra random draw of an auxiliary pass would change the result.
+    modalities = ("vision", "text")
+    kw = dict(max_steps=3, logging_steps=1)
+    plain = _train(build_model, build_processor, build_dataset, make_args, modalities, modulation="none", **kw)
+    aim = _train(
+        build_model, build_processor, build_dataset, make_args, modalities,
+        modulation="aim", modulation_start=0, aim_alpha=0.0, **kw,
+    )
+    assert aim.modulation.scores is not None  # AIM did score the depths ...
+    logs = [log for log in aim.state.log_history if "loss" in log]
+    assert all(value == 0.0 for log in logs for key, value in log.items() if key.startswith("aim/lambda"))
+    assert "aim/aux_loss" not in logs[-1]  # ... but no auxiliary pass ran
+    for (name, p), q in zip(plain.model.named_parameters(), aim.model.parameters()):
+        assert torch.equal(p, q), name
+
+
+def _same_state(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_resume_from_checkpoint_continues_exactly(build_model, build_processor, build_dataset, make_args, tmp_path):
+    modalities = ("vision", "text")
+    kw = dict(modulation="aim", modulation_start=0, max_steps=5, save_strategy="steps", save_steps=3)
+    full = _train(build_model, build_processor, build_dataset, make_args, modalities, **kw)
+    checkpoint = tmp_path / "out" / "checkpoint-3"
+    saved = torch.load(checkpoint / "modulation_state.pt", weights_only=False)
+    assert saved["state"]["masks"]  # Auxiliary Blocks are active across the save
+
+    resumed = _train(
+        build_model, build_processor, build_dataset, make_args, modalities,
+        resume=str(checkpoint), output_dir=str(tmp_path / "resumed"), **kw,
+    )
+    for (name, p), q in zip(full.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q), name
+    assert _same_state(full.modulation.state_dict(), resumed.modulation.state_dict())
+
+
+def test_trains_three_modalities(build_model, build_processor, build_dataset, make_args):
+    modalities = ("vision", "audio", "text")
+    trainer = _train(
+        build_model, build_processor, build_dataset, make_args, modalities,
+        fusion="gated", modulation="aim", modulation_start=0, max_steps=3, logging_steps=3,
+    )
+    log = [log for log in trainer.state.log_history if "loss" in log][-1]
+    assert math.isfinite(log["loss"]) and math.isfinite(log["aim/aux_loss"])
+    assert sum(log[f"aim/masked_fraction/{m}"] for m in modalities) > 0
+    for m in modalities:
+        assert {f"aim/lambda/{m}/depth_{d}" for d in range(4)} <= log.keys()
+        assert f"aim/score/{m}/depth_3" in log and f"probe_accuracy/{m}" in log
+
+
+def test_lambda_rises_for_the_informative_modality(build_model, build_processor, build_dataset, make_args):
+    """Two modalities, vision label-informative and audio noise: AIM modulates vision only."""
+    trainer = _train(
+        build_model, build_processor, build_dataset, make_args, TWO, informative=("vision",),
+        modulation="aim", modulation_start=0, max_steps=5, logging_steps=1,
+    )
+    logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert logs[0]["aim/lambda/vision/depth_3"] == 0.0  # no prototype before the first step
+    last = logs[-1]
+    for d in range(4):
+        assert last[f"aim/lambda/vision/depth_{d}"] > 0.1
+        assert last[f"aim/lambda/audio/depth_{d}"] == 0.0
+        assert last[f"aim/score/vision/depth_{d}"] > last[f"aim/score/audio/depth_{d}"]
+    assert last["aim/masked_fraction/vision"] > 0 and last["aim/masked_fraction/audio"] == 0
+    assert math.isfinite(last["aim/aux_loss"])

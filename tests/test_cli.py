@@ -1,0 +1,71 @@
+"""The `aim-hf` command on a tiny budget: options, config files, the saved model and the result table."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from aim_hf import MultimodalModel, MultimodalProcessor
+from aim_hf.cli import main, parse_train_args
+from aim_hf.data import SpectrogramFeatureExtractor
+
+TINY_OPTIONS = [
+    "--hidden_size", "16", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size", "32",
+    "--max_train_samples", "32", "--max_eval_samples", "16", "--per_device_train_batch_size", "16",
+    "--max_steps", "3", "--use_cpu", "true", "--disable_tqdm", "true",
+]  # fmt: skip
+
+
+def test_train_writes_the_model_and_prints_the_table(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["train", "--output_dir", str(out), *TINY_OPTIONS]) == 0
+    table = capsys.readouterr().out
+    assert "modulation='aim'" in table
+    assert re.search(r"\| split \| fused \| vision probe \| audio probe \|", table)
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| validation") or line.startswith("| test")}
+    metrics = json.loads((out / "all_results.json").read_text())
+    for split, prefix in (("validation", "eval"), ("test", "test")):
+        numbers = [float(x) for x in re.findall(r"\d\.\d{4}", rows[split])]
+        assert numbers == pytest.approx(
+            [metrics[f"{prefix}_accuracy"], metrics[f"{prefix}_vision_probe_accuracy"], metrics[f"{prefix}_audio_probe_accuracy"]],
+            abs=1e-4,
+        )
+    assert {"config.json", "model.safetensors", "multimodal_processor.json"} <= set(os.listdir(out))
+    model = MultimodalModel.from_pretrained(out)
+    assert model.config.id2label[3] == "three" and model.config.modalities == ["vision", "audio"]
+    processor = MultimodalProcessor.from_pretrained(out)
+    assert isinstance(processor["audio"], SpectrogramFeatureExtractor)
+    batch = processor["audio"]([torch.zeros(5, 32).numpy()], return_tensors="pt")
+    assert batch["input_values"].shape == (1, model.config.encoder_configs["audio"].max_length, 32)
+
+
+def test_config_files_set_options_and_the_command_line_overrides_them(tmp_path):
+    (tmp_path / "run.yaml").write_text("modulation: ogm_ge\nfusion: sum\nimage_noise: 0.25\nlearning_rate: 0.01\n")
+    model_args, data_args, args = parse_train_args([str(tmp_path / "run.yaml"), "--learning_rate", "0.002"])
+    assert (args.modulation, model_args.fusion, data_args.image_noise, args.learning_rate) == ("ogm_ge", "sum", 0.25, 0.002)
+    assert args.output_dir == "aim_hf_output" and args.eval_strategy == "epoch"
+
+    (tmp_path / "run.json").write_text(json.dumps({"only_modality": "audio", "num_train_epochs": 2}))
+    _, data_args, args = parse_train_args([str(tmp_path / "run.json")])
+    assert data_args.only_modality == "audio" and args.num_train_epochs == 2 and args.modulation == "aim"
+
+    (tmp_path / "bad.yaml").write_text("modulaton: aim\n")
+    with pytest.raises(ValueError, match="modulaton"):
+        parse_train_args([str(tmp_path / "bad.yaml")])
+    with pytest.raises(ValueError, match="only_modality"):
+        parse_train_args(["--only_modality", "text"])
+
+
+def test_module_entry_point_help_and_usage():
+    help_text = subprocess.run(
+        [sys.executable, "-m", "aim_hf", "train", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for option in ("--modulation", "--aim_alpha", "--vision_encoder", "--image_noise", "--num_depth_groups"):
+        assert option in help_text
+    assert main([]) == 2 and main(["fit"]) == 2
