@@ -235,7 +235,7 @@ def check_targets(summary: dict[str, dict[str, Any]], modalities: Sequence[str])
 
 
 # ----------------------------------------------------------------------------------- report
-def machine_description() -> list[str]:
+def machine_description(load: str, threads: int) -> list[str]:
     import torch
     import transformers
 
@@ -246,7 +246,7 @@ def machine_description() -> list[str]:
     device = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only"
     return [
         f"- machine: {os.cpu_count()} CPUs ({cpu}), {device}, {platform.system()} {platform.release()}",
-        f"- torch threads per run: {{threads}}; load average when the benchmark started: {{load}}",
+        f"- torch threads per run: {threads}; load average when the benchmark started: {load}",
         f"- python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}",
     ]
 
@@ -274,7 +274,7 @@ def write_report(
         "",
         f"- command: `{command}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
-        *(line.replace("{load}", load).replace("{threads}", str(threads)) for line in machine_description()),
+        *machine_description(load, threads),
         f"- seeds: {', '.join(map(str, seeds))}; every run: `aim-hf train {shlex.join([*BASE_TRAIN_OPTIONS, *train_options])}` "
         f"plus the method's options and the seed ({next(iter(summary.values()))['steps']} optimizer steps)",
         "",
@@ -316,9 +316,9 @@ def plot_results(results: dict[str, list[dict[str, Any]]], modalities: Sequence[
     axes = figure.subplots(1, len(panels), squeeze=False).ravel()
     for ax, (panel, key) in zip(axes, panels.items()):
         for i, (method, runs) in enumerate(results.items()):
-            name_ = method.split(":")[0]
-            if name_ in UNIMODAL:
-                if name_ != panel:
+            base = method.split(":")[0]
+            if base in UNIMODAL:
+                if base != panel:
                     continue
                 key_ = "fused (eval)"  # the modality's accuracy alone
                 style = {"color": "grey", "linestyle": ":"}
