@@ -73,8 +73,21 @@ class MultimodalProcessor:
             directory = snapshot_download(str(directory), **kwargs)
         with open(os.path.join(directory, PROCESSOR_CONFIG_NAME)) as f:
             kinds = json.load(f)["modalities"]
-        loaders = {"text": AutoTokenizer, "image": AutoImageProcessor, "audio": AutoFeatureExtractor}
-        return cls({m: loaders[k].from_pretrained(os.path.join(directory, m)) for m, k in kinds.items()})
+        loaders = {"text": AutoTokenizer.from_pretrained, "image": _load_image_processor, "audio": AutoFeatureExtractor.from_pretrained}
+        return cls({m: loaders[k](os.path.join(directory, m)) for m, k in kinds.items()})
+
+
+def _load_image_processor(path: str) -> Any:
+    """`AutoImageProcessor`, or where it needs torchvision and torchvision is missing (some
+    transformers 5.x releases), the saved class's Pillow variant loaded directly."""
+    try:
+        return AutoImageProcessor.from_pretrained(path)
+    except ImportError:
+        import transformers
+
+        with open(os.path.join(path, "preprocessor_config.json")) as f:
+            name = json.load(f)["image_processor_type"].removesuffix("Fast")
+        return getattr(transformers, name if name.endswith("Pil") else name + "Pil").from_pretrained(path)
 
 
 def _as_image(value: Any, where: str):

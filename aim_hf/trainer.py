@@ -78,6 +78,10 @@ class AIMTrainer(Trainer):
             compute_metrics=compute_metrics,
             **kwargs,
         )
+        # forward(**modality_inputs) makes Trainer believe the model normalises its loss over the
+        # accumulated batch; it does not (transformers releases without `loss_is_scaled_for_ga`
+        # read only this flag).
+        self.model_accepts_loss_kwargs = False
         self.modulation = build_modulation(args.modulation, model, args)
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._step_stats: torch.Tensor | None = None

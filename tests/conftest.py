@@ -16,7 +16,7 @@ import torch
 from datasets import Dataset
 
 from aim_hf import AIMConfig, MultimodalModel, MultimodalProcessor
-from tiny import NUM_LABELS, make_processors, make_rows, save_tiny_encoders
+from tiny import NUM_LABELS, make_processors, make_rows, save_tiny_encoders, tiny_args
 
 torch.set_num_threads(1)
 
@@ -67,22 +67,6 @@ def make_args(tmp_path):
     """make_args(**overrides) -> AIMConfig on CPU, deterministic, quiet, no reporting."""
 
     def make(**overrides) -> AIMConfig:
-        defaults = dict(
-            output_dir=str(tmp_path / "out"),
-            per_device_train_batch_size=6,
-            per_device_eval_batch_size=12,
-            max_steps=4,
-            learning_rate=1e-3,
-            use_cpu=True,
-            report_to="none",
-            disable_tqdm=True,
-            save_strategy="no",
-            logging_steps=2,
-            seed=0,
-            data_seed=0,
-            dataloader_num_workers=0,
-        )
-        defaults.update(overrides)
-        return AIMConfig(**defaults)
+        return tiny_args(overrides.pop("output_dir", tmp_path / "out"), **overrides)
 
     return make

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch
 from datasets import Dataset
 
-from aim_hf import MODULATIONS, AIMConfig, AIMTrainer, MultimodalCollator, MultimodalModel, MultimodalProcessor
-from tiny import NUM_LABELS, make_processors, make_rows
+from aim_hf import MODULATIONS, AIMTrainer, MultimodalCollator, MultimodalModel, MultimodalProcessor
+from tiny import NUM_LABELS, make_processors, make_rows, tiny_args
 
 MODALITIES = ("vision", "audio", "text")
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -95,27 +95,12 @@ def make_trainer(
     **overrides: Any,
 ) -> CountingTrainer:
     """A trainer of the tiny model with `method`, deterministic on CPU; `overrides` are AIMConfig fields."""
-    defaults = dict(
-        output_dir=str(output_dir),
-        modulation=method,
-        modulation_start=0,
-        per_device_train_batch_size=2,
-        max_steps=4,
-        learning_rate=1e-3,
-        use_cpu=True,
-        report_to="none",
-        disable_tqdm=True,
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
-        data_seed=0,
-        dataloader_num_workers=0,
-    )
+    defaults = dict(modulation=method, modulation_start=0, per_device_train_batch_size=2, logging_steps=1)
     defaults.update(overrides)
     processor = MultimodalProcessor({m: p for m, p in make_processors(paths).items() if m in MODALITIES})
     return CountingTrainer(
         model=build_model(paths),
-        args=AIMConfig(**defaults),
+        args=tiny_args(output_dir, **defaults),
         train_dataset=build_dataset(rows),
         data_collator=RecordingCollator(processor),
         processing_class=processor,

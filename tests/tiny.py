@@ -113,3 +113,27 @@ def make_rows(
         row["label"] = label
         rows.append(row)
     return rows
+
+
+def tiny_args(output_dir: str | os.PathLike, **overrides):
+    """AIMConfig for the tests: CPU, deterministic, quiet, no reporting, no checkpoints; `overrides`
+    are any AIMConfig fields."""
+    from aim_hf import AIMConfig
+
+    defaults = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=6,
+        per_device_eval_batch_size=12,
+        max_steps=4,
+        learning_rate=1e-3,
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=2,
+        seed=0,
+        data_seed=0,
+        dataloader_num_workers=0,
+    )
+    defaults.update(overrides)
+    return AIMConfig(**defaults)
