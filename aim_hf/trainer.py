@@ -192,20 +192,31 @@ class AIMTrainer(Trainer):
         self.modulation.load_state_dict(saved["state"])
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        # Trainer restores the weights with `load_state_dict`, but `save_pretrained` writes some
-        # encoders (ViT, AST in transformers 5) under legacy key names that only `from_pretrained`
-        # maps back (huggingface/transformers#43701): those layers would silently keep their
-        # initial weights. Load through `from_pretrained` instead.
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
         if self.is_deepspeed_enabled or self.is_fsdp_enabled or not isinstance(target, MultimodalModel):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        state = MultimodalModel.from_pretrained(resume_from_checkpoint).state_dict()
+        self._load_weights(target, resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        target = self.accelerator.unwrap_model(self.model)
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not isinstance(target, MultimodalModel):
+            return super()._load_best_model()
+        logger.info(f"Loading best model from {self.state.best_model_checkpoint} (score: {self.state.best_metric}).")
+        self._load_weights(target, self.state.best_model_checkpoint)
+
+    @staticmethod
+    def _load_weights(target: MultimodalModel, checkpoint: str) -> None:
+        """Copy a checkpoint's weights into `target`. Trainer restores weights with `load_state_dict`,
+        but `save_pretrained` writes some encoders (ViT, AST in transformers 5) under legacy key names
+        that only `from_pretrained` maps back (huggingface/transformers#43701): those layers would
+        silently keep their current weights. Load through `from_pretrained` instead."""
+        state = MultimodalModel.from_pretrained(checkpoint).state_dict()
         expected = target.state_dict()
         differ = sorted(set(state) ^ set(expected))
         differ += sorted(k for k in state.keys() & expected.keys() if state[k].shape != expected[k].shape)
         if differ:
             raise ValueError(
-                f"{resume_from_checkpoint} holds another model than the one being trained ({len(differ)} weights are "
+                f"{checkpoint} holds another model than the one being trained ({len(differ)} weights are "
                 f"missing, unexpected or of another shape, e.g. {differ[:3]}). Resume with the model that wrote it, "
                 "or start a new output_dir."
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from transformers import TrainerCallback
 
 from aim_hf import MODULATIONS
@@ -50,3 +51,36 @@ def test_resume_equals_uninterrupted(method, encoder_paths, tmp_path):
     assert_close(got["logs"], expected["logs"], f"{method} logs")
     assert_close(got["modulation"], expected["modulation"], f"{method} state")
     assert_close(got["params"], expected["params"], f"{method} params")
+
+
+def test_load_best_model_at_end_restores_every_encoder_weight(build_model, build_processor, build_dataset, make_args):
+    """`load_best_model_at_end` must bring back the best checkpoint's weights, ViT and AST layers
+    included (Trainer's own loader leaves them as they are: their saved keys use legacy names)."""
+    from aim_hf import AIMTrainer, MultimodalModel
+
+    modalities = ("vision", "audio")
+    trainer = AIMTrainer(
+        model=build_model(modalities),
+        args=make_args(
+            modulation="none",
+            max_steps=3,
+            eval_strategy="steps",
+            eval_steps=1,
+            save_strategy="steps",
+            save_steps=1,
+            load_best_model_at_end=True,
+            metric_for_best_model="accuracy",
+            learning_rate=5e-2,
+        ),
+        train_dataset=build_dataset(18, modalities),
+        eval_dataset=build_dataset(12, modalities, seed=1),
+        processing_class=build_processor(modalities),
+    )
+    trainer.train()
+    best = MultimodalModel.from_pretrained(trainer.state.best_model_checkpoint).state_dict()
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{trainer.state.best_global_step}")
+    loaded = trainer.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in best.items())
+    if trainer.state.best_global_step != trainer.state.global_step:
+        last = MultimodalModel.from_pretrained(f"{trainer.args.output_dir}/checkpoint-{trainer.state.global_step}").state_dict()
+        assert any(not torch.equal(last[k], v) for k, v in best.items() if "encoders.vision" in k)
