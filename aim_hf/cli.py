@@ -206,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     if training_args.process_index == 0:
         print(f"\nAV-digits, modulation={training_args.modulation!r}; model saved to {training_args.output_dir}")
         print(format_results(metrics))
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()  # a clean exit for every process (gloo can abort otherwise)
     return 0
 
 
