@@ -193,16 +193,20 @@ class AIMTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not isinstance(target, MultimodalModel):
+        if not self._loads_through_from_pretrained(target):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         self._load_weights(target, resume_from_checkpoint)
 
     def _load_best_model(self) -> None:
         target = self.accelerator.unwrap_model(self.model)
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not isinstance(target, MultimodalModel):
+        if not self._loads_through_from_pretrained(target):
             return super()._load_best_model()
         logger.info(f"Loading best model from {self.state.best_model_checkpoint} (score: {self.state.best_metric}).")
         self._load_weights(target, self.state.best_model_checkpoint)
+
+    def _loads_through_from_pretrained(self, target: nn.Module) -> bool:
+        """Whether checkpoint weights are loaded by `_load_weights` (DeepSpeed and FSDP keep Trainer's own loaders)."""
+        return isinstance(target, MultimodalModel) and not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
 
     @staticmethod
     def _load_weights(target: MultimodalModel, checkpoint: str) -> None:
