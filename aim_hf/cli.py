@@ -13,13 +13,18 @@ import json
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import HfArgumentParser
 
 from aim_hf.data.av_digits import LABEL_NAMES, MODALITIES, av_digits_encoders, av_digits_processor, load_av_digits
 from aim_hf.data.unimodal import BlankModalities
 from aim_hf.training_args import AIMConfig
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from aim_hf.trainer import AIMTrainer
 
 USAGE = "usage: aim-hf train [CONFIG.yaml|CONFIG.json] [--option value ...]   (aim-hf train --help lists the options)"
 
@@ -121,15 +126,15 @@ def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, AI
     return model_args, data_args, training_args
 
 
-def train(
+def build_trainer(
     model_args: ModelArguments,
     data_args: DataArguments,
     training_args: AIMConfig,
     callbacks: list[Any] | None = None,
-) -> dict[str, float]:
-    """Train on AV-digits, evaluate on validation and test, save the model and processors to
-    `training_args.output_dir`; returns the `eval_*` and `test_*` metrics. `callbacks` (Trainer
-    callbacks) are added to the trainer, e.g. to measure the run (`benchmarks/av_digits.py`)."""
+) -> tuple[AIMTrainer, Dataset, Dataset]:
+    """The AV-digits model, data and [`AIMTrainer`] that `aim-hf train` uses: returns the trainer
+    and the validation and test sets. `callbacks` (Trainer callbacks) are added to the trainer, e.g.
+    to measure the run (`benchmarks/av_digits.py`)."""
     from aim_hf.collator import MultimodalCollator
     from aim_hf.modeling import MultimodalModel
     from aim_hf.trainer import AIMTrainer
@@ -171,6 +176,19 @@ def train(
         processing_class=processor,
         callbacks=callbacks,
     )
+    return trainer, validation, test
+
+
+def train(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: AIMConfig,
+    callbacks: list[Any] | None = None,
+) -> dict[str, float]:
+    """Train on AV-digits, evaluate on validation and test, save the model and processors to
+    `training_args.output_dir`; returns the `eval_*` and `test_*` metrics. `callbacks` as in
+    [`build_trainer`]."""
+    trainer, validation, test = build_trainer(model_args, data_args, training_args, callbacks)
     trainer.train()
     metrics = trainer.evaluate(validation, metric_key_prefix="eval")
     metrics.update(trainer.evaluate(test, metric_key_prefix="test"))
@@ -206,10 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     if training_args.process_index == 0:
         print(f"\nAV-digits, modulation={training_args.modulation!r}; model saved to {training_args.output_dir}")
         print(format_results(metrics))
-    import torch.distributed as dist
+    from aim_hf.trainer import leave_process_group
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()  # a clean exit for every process (gloo can abort otherwise)
+    leave_process_group()
     return 0
 
 

@@ -131,7 +131,7 @@ class AIMTrainer(Trainer):
     def _end_of_step(self) -> None:
         model = self.accelerator.unwrap_model(self.model)
         scaler = getattr(self.accelerator, "scaler", None)
-        grad_scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+        grad_scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None
         metrics = self.modulation.step(model, self.state.global_step, self.state.max_steps, grad_scale)
         if self._step_stats is not None:
             stats = all_reduce_sum(self._step_stats).tolist()
@@ -309,3 +309,14 @@ class AIMTrainer(Trainer):
             raise
         except Exception as err:  # any failure to reach or use the Hub: say what is safe and what to check
             raise self._push_failed("push to", err) from err
+
+
+def leave_process_group() -> None:
+    """Wait for every process, then destroy the default process group (if one is up), at the end of
+    a script: a gloo group left alive while another process exits can abort the process ("terminate
+    called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -50,6 +50,14 @@ class AIMConfig(TrainingArguments):
         default=0.5,
         metadata={"help": "AIM (PAM): largest fraction of a layer's units switched off in an Auxiliary Block."},
     )
+    aim_min_lambda: float = field(
+        default=0.1,
+        metadata={
+            "help": "AIM: depth groups whose strength lambda is at most this get no Auxiliary Block. 0 is the spec: "
+            "any lambda > 0 switches off at least one unit per layer, so a depth where the modalities score almost "
+            "alike gets an auxiliary pass for one unit (docs/method.md, 'Benchmark study')."
+        },
+    )
     aim_beta_aux: float = field(default=1.0, metadata={"help": "AIM: weight of the auxiliary loss."})
     aim_tau: float = field(default=0.1, metadata={"help": "AIM (DAP): temperature of the prototype softmax."})
     aim_momentum: float = field(
@@ -71,5 +79,7 @@ class AIMConfig(TrainingArguments):
             raise ValueError(f"modulation_start must be >= 0, got {self.modulation_start}.")
         if self.aim_r_max < 0 or self.aim_r_max > 1:
             raise ValueError(f"aim_r_max must lie in [0, 1], got {self.aim_r_max}.")
+        if not 0 <= self.aim_min_lambda < 1:
+            raise ValueError(f"aim_min_lambda must lie in [0, 1), got {self.aim_min_lambda}.")
         if not 0 <= self.aim_momentum < 1:
             raise ValueError(f"aim_momentum must lie in [0, 1), got {self.aim_momentum}.")

@@ -32,6 +32,7 @@ from transformers import (
 )
 
 from aim_hf import AIMConfig, AIMTrainer, MultimodalCollator, MultimodalModel, MultimodalProcessor
+from aim_hf.trainer import leave_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -321,6 +322,7 @@ def run(
         trainer.create_model_card(dataset=dataset_name)  # again, now with the dataset and final metrics
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset=dataset_name)
+    leave_process_group()
     return trainer
 
 

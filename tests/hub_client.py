@@ -31,7 +31,7 @@ def train(opts: argparse.Namespace) -> None:
     from transformers import AutoModel
 
     from aim_hf import AIMConfig, AIMTrainer, MultimodalCollator, MultimodalModel, MultimodalProcessor
-    from aim_hf.trainer import PushToHubError
+    from aim_hf.trainer import PushToHubError, leave_process_group
 
     paths = json.loads(opts.encoders)
     processors = make_processors(paths)
@@ -72,11 +72,7 @@ def train(opts: argparse.Namespace) -> None:
         trainer.push_to_hub(dataset="synthetic-rows", license="apache-2.0")
     except PushToHubError as err:
         report["push_error"] = str(err)
-    if torch.distributed.is_initialized():
-        # Every process leaves the group before rank 0 goes on alone: a gloo process that exits
-        # with the group alive can abort ("terminate called without an active exception").
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    leave_process_group()  # before rank 0 goes on alone
     if rank != 0:
         return
     if opts.bad_token:

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from aim_hf import AIMTrainer, MultimodalCollator
 from aim_hf.modeling import MultimodalOutput
 from aim_hf.modulation import build_modulation
-from aim_hf.modulation.aim import unit_importance
 from tiny import NUM_LABELS, make_rows
 
 TWO = ("vision", "audio")
@@ -94,6 +93,12 @@ def test_prototypes_scores_and_strengths_match_direct_computation(build_model, m
         assert metrics[f"aim/score/{m}/depth_0"] == pytest.approx(expected, rel=1e-5)
 
 
+def unit_importance(module: torch.nn.Module) -> torch.Tensor:
+    """The Taylor importance of each output unit, one layer at a time (AIM computes all at once)."""
+    value = (module.weight * module.weight.grad).abs().flatten(1).sum(1)
+    return (value + (module.bias * module.bias.grad).abs()).detach()
+
+
 def test_importance_and_masks_pick_the_most_important_units(build_model, make_args):
     torch.manual_seed(0)
     model = build_model(TWO)
@@ -111,10 +116,6 @@ def test_importance_and_masks_pick_the_most_important_units(build_model, make_ar
             for name, module in units[m].items():
                 value = unit_importance(module)
                 expected[m, name] = value if step == 0 else 0.9 * expected[m, name] + 0.1 * value
-    # The Taylor importance of a unit, by hand.
-    fc = units["vision"]["layers.3.mlp.fc1"]
-    by_hand = (fc.weight * fc.weight.grad).abs().sum(1) + (fc.bias * fc.bias.grad).abs()
-    torch.testing.assert_close(unit_importance(fc), by_hand.detach())
     # fp16: gradients still scaled by the GradScaler's factor are divided by it.
     scaled = build_modulation("aim", model, make_args(modulation="aim"))
     for p, g in grads.items():
@@ -129,7 +130,7 @@ def test_importance_and_masks_pick_the_most_important_units(build_model, make_ar
     before = aim.state_dict()
     next(iter(units["audio"].values())).weight.grad[0, 0] = float("inf")
     aim.compute_loss(_outputs(labels), labels)
-    assert aim.step(model, 2, 10) == {}
+    assert aim.step(model, 2, 10, grad_scale=1.0) == {}
     after = aim.state_dict()
     for key in ("importance", "masks"):
         for m in before[key]:
@@ -166,6 +167,29 @@ def test_masks_only_inside_the_modulation_window(build_model, make_args):
         assert metrics["aim/active"] == float(2 <= step < 4)
         has_masks.append(bool(aim.forward_kwargs()))  # the masks of step + 1
     assert has_masks == [False, True, True, False, False]
+
+
+def test_min_lambda_leaves_weakly_modulated_groups_whole(build_model, make_args):
+    """With the spec's default (0) a tiny lambda still switches off one unit per layer; with
+    `aim_min_lambda` the groups at or below it get no Auxiliary Block."""
+    torch.manual_seed(0)
+    model = build_model(TWO)
+    groups = model.unit_modules("vision")
+    strengths = {"vision": [0.05, 0.1, 0.3, 0.6], "audio": [0.0] * len(model.unit_modules("audio"))}
+    for min_lambda, masked_groups in ((0.0, {0, 1, 2, 3}), (0.1, {2, 3})):
+        aim = build_modulation("aim", model, make_args(modulation="aim", aim_min_lambda=min_lambda))
+        for group in groups:
+            for name, module in group.items():
+                aim.importance["vision"][name] = torch.rand(module.weight.shape[0])
+        masks = aim._build_masks(strengths)["vision"]
+        assert {d for d, group in enumerate(groups) if set(group) & set(masks)} == masked_groups
+        for d in masked_groups:
+            for name, module in groups[d].items():
+                expected = math.ceil(strengths["vision"][d] * 0.5 * module.weight.shape[0])
+                assert int((masks[name] == 0).sum()) == expected
+                assert aim.importance["vision"][name][masks[name] == 0].min() >= aim.importance["vision"][name][
+                    masks[name] == 1
+                ].max()
 
 
 def test_auxiliary_blocks_zero_gradient_and_equal_full_recompute(build_model, build_processor, make_args):

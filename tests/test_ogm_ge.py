@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from aim_hf.modeling import MultimodalOutput
-from aim_hf.modulation import build_modulation
-from aim_hf.modulation.ogm_ge import ogm_coefficients
+from aim_hf.modulation import build_modulation, ogm_ge
+from aim_hf.modulation.ogm_ge import add_gradient_noise, ogm_coefficients
 
 
 def test_coefficient_matches_formula_on_hand_computed_batch(build_model, make_args):
@@ -91,3 +92,22 @@ def test_inactive_outside_window(build_model, make_args):
     metrics = ogm.step(model, global_step=4, max_steps=10)
     assert metrics["ogm/active"] == 0.0
     assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.encoders.parameters())
+
+
+@pytest.mark.parametrize("chunk", [1 << 18, 3000])
+def test_gradient_noise_has_each_tensors_own_std(monkeypatch, chunk):
+    """GE's noise, drawn for many tensors at once (or, past the chunk size, alone), has mean 0 and the
+    std of each tensor's own gradient."""
+    # 3000: the two 4000-element tensors are noised alone, the last two in one draw.
+    monkeypatch.setattr(ogm_ge, "NOISE_CHUNK", chunk)
+    torch.manual_seed(0)
+    grads = [torch.randn(4000) * 1e-3, torch.randn(80, 50) * 10.0 + 3.0, torch.randn(3, 3), torch.randn(2000).bfloat16()]
+    before = [g.clone() for g in grads]
+    generator = torch.Generator().manual_seed(0)
+    add_gradient_noise(grads, generator)
+    for g, b in zip(grads, before):
+        noise = (g - b).float()
+        assert g.dtype == b.dtype and noise.abs().sum() > 0
+        if noise.numel() >= 1000:
+            assert noise.std().item() == pytest.approx(b.float().std().item(), rel=0.1)
+            assert abs(noise.mean().item()) < 0.1 * b.float().std().item()

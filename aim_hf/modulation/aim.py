@@ -46,28 +46,38 @@ def dam_strengths(scores: dict[str, torch.Tensor], alpha: float) -> dict[str, li
     return strengths
 
 
-def unit_importance(module: nn.Module) -> torch.Tensor | None:
-    """Per output unit, `sum_j |W_uj * dL/dW_uj| + |b_u * dL/db_u|` (float32) from the current
-    gradients; None when the weight has no gradient (frozen or unused)."""
-    weight = module.weight
-    if weight.grad is None:
-        return None
-    value = (weight.detach().float() * weight.grad.float()).abs().flatten(1).sum(1)
-    bias = module.bias
-    if bias is not None and bias.grad is not None:
-        value = value + (bias.detach().float() * bias.grad.float()).abs()
-    return value
+def unit_importances(modules: list[nn.Module]) -> list[torch.Tensor]:
+    """Per output unit of each module, `sum_j |W_uj * dL/dW_uj| + |b_u * dL/db_u|` (float32) from the
+    current gradients (each weight must have one). Batched with `torch._foreach_*`: one call per
+    operation instead of one per layer, which is most of the cost at small widths."""
+    weights = [_float32(module.weight.detach()) for module in modules]
+    products = torch._foreach_mul(weights, [_float32(module.weight.grad) for module in modules])
+    torch._foreach_abs_(products)
+    values = [product.flatten(1).sum(1) for product in products]
+    with_bias = [i for i, module in enumerate(modules) if module.bias is not None and module.bias.grad is not None]
+    if with_bias:
+        biases = [modules[i].bias for i in with_bias]
+        bias_terms = torch._foreach_mul([_float32(b.detach()) for b in biases], [_float32(b.grad) for b in biases])
+        torch._foreach_abs_(bias_terms)
+        torch._foreach_add_([values[i] for i in with_bias], bias_terms)
+    return values
 
 
-def top_unit_mask(importance: torch.Tensor, fraction: float) -> torch.Tensor | None:
-    """A 0/1 mask that switches off the `ceil(fraction * n)` most important units (ties broken by
-    index); None when that is no unit."""
-    num_off = min(math.ceil(fraction * importance.numel()), importance.numel())
-    if num_off <= 0:
-        return None
-    mask = torch.ones_like(importance)
-    mask[torch.argsort(importance, descending=True, stable=True)[:num_off]] = 0.0
-    return mask
+def top_unit_masks(importances: list[torch.Tensor], num_off: list[int]) -> list[torch.Tensor]:
+    """0/1 masks that switch off the `num_off[i]` most important units of `importances[i]` (ties
+    broken by index). Layers with the same number of units on the same device are ranked together."""
+    masks: list[torch.Tensor | None] = [None] * len(importances)
+    buckets: dict[tuple[int, torch.device], list[int]] = {}
+    for i, importance in enumerate(importances):
+        buckets.setdefault((importance.numel(), importance.device), []).append(i)
+    for (width, device), rows in buckets.items():
+        stacked = torch.stack([importances[i] for i in rows])
+        order = stacked.argsort(dim=1, descending=True, stable=True)
+        ranks = torch.empty_like(order).scatter_(1, order, torch.arange(width, device=device).expand_as(order))
+        limits = torch.tensor([num_off[i] for i in rows], device=device)[:, None]
+        for i, mask in zip(rows, (ranks >= limits).to(stacked.dtype).unbind(0)):
+            masks[i] = mask
+    return masks
 
 
 class AIM(Modulation):
@@ -98,6 +108,10 @@ class AIM(Modulation):
         # PAM state: importance EMA per unit module, and the masks of the next step's Auxiliary Blocks.
         self.importance: dict[str, dict[str, torch.Tensor]] = {m: {} for m in self.modalities}
         self.masks: dict[str, dict[str, torch.Tensor]] = {}
+        self._masked_units: dict[str, int] = {}  # units switched off per modality by `masks`
+        self._unit_list = [
+            (m, name, module) for m, groups in self.units.items() for group in groups for name, module in group.items()
+        ]
         # The step's statistics (one flat float32 buffer) and the feature width per modality and depth.
         self._acc: torch.Tensor | None = None
         self._dims: dict[str, list[int]] | None = None
@@ -144,12 +158,14 @@ class AIM(Modulation):
         self._acc = batch if self._acc is None else self._acc + batch
 
     # ---------------------------------------------------------------------------- optimizer step
-    def step(self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float = 1.0) -> dict[str, float]:
+    def step(
+        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
+    ) -> dict[str, float]:
         if self._acc is None:
             return {}
         totals = all_reduce_sum(self._acc)
         self._acc = None
-        if not _gradients_finite(model):
+        if grad_scale is not None and not _gradients_finite(model):
             # An fp16 overflow: the GradScaler skips this optimizer step, so AIM's state skips it too.
             return {}
         class_sums, score_sums, counts, n, aux_sum, aux_n = self._unpack(totals)
@@ -157,12 +173,14 @@ class AIM(Modulation):
         if self._ready:
             self._update_scores({m: s / n for m, s in score_sums.items()})
         self._update_prototypes(class_sums, counts)
-        self._update_importance(grad_scale)
+        self._update_importance(grad_scale or 1.0)
 
-        used = self.masks
+        used_counts = self._masked_units
         strengths = dam_strengths(self.scores, self.args.aim_alpha) if self.scores is not None else None
         active_next = self.is_active(global_step + 1, max_steps)
-        self.masks = self._build_masks(strengths) if strengths is not None and active_next else {}
+        self.masks, self._masked_units = {}, {}
+        if strengths is not None and active_next:
+            self.masks = self._build_masks(strengths)
 
         metrics["aim/active"] = float(self.is_active(global_step, max_steps))
         for m in self.modalities:
@@ -171,8 +189,7 @@ class AIM(Modulation):
                     metrics[f"aim/score/{m}/depth_{d}"] = s
             for d, lam in enumerate(strengths[m] if strengths is not None else [0.0] * len(self.units[m])):
                 metrics[f"aim/lambda/{m}/depth_{d}"] = lam
-            off = sum((mask == 0).sum() for mask in used.get(m, {}).values())
-            metrics[f"aim/masked_fraction/{m}"] = float(off) / self.num_units[m]
+            metrics[f"aim/masked_fraction/{m}"] = used_counts.get(m, 0) / self.num_units[m]
         if aux_n > 0:
             metrics["aim/aux_loss"] = aux_sum / aux_n
         return metrics
@@ -218,35 +235,45 @@ class AIM(Modulation):
     @torch.no_grad()
     def _update_importance(self, grad_scale: float) -> None:
         """Taylor importance EMA of every unit from the step's final (finite) gradients, unscaled."""
-        fresh = {}
-        for m, groups in self.units.items():
-            for group in groups:
-                for name, module in group.items():
-                    value = unit_importance(module)
-                    if value is not None:
-                        fresh[m, name] = value
-        if not fresh:
+        live = [(m, name, module) for m, name, module in self._unit_list if module.weight.grad is not None]
+        if not live:
             return
+        fresh = unit_importances([module for _, _, module in live])
+        if grad_scale != 1.0:
+            torch._foreach_div_(fresh, grad_scale)
         mom = self.args.aim_momentum
-        for (m, name), value in fresh.items():
-            value = value / grad_scale
-            old = self.importance[m].get(name)
-            self.importance[m][name] = value if old is None else mom * old + (1 - mom) * value
+        old = [self.importance[m].get(name) for m, name, _ in live]
+        known = [i for i, value in enumerate(old) if value is not None]
+        if known:
+            torch._foreach_mul_([old[i] for i in known], mom)
+            torch._foreach_add_([old[i] for i in known], [fresh[i] for i in known], alpha=1 - mom)
+        for (m, name, _), value, previous in zip(live, fresh, old):
+            if previous is None:
+                self.importance[m][name] = value
 
     def _build_masks(self, strengths: dict[str, list[float]]) -> dict[str, dict[str, torch.Tensor]]:
-        """Auxiliary Blocks: in every group with lambda > 0, switch off the top `lambda * r_max` of
-        each layer's units by importance (layers without an importance estimate stay whole)."""
-        masks: dict[str, dict[str, torch.Tensor]] = {}
+        """Auxiliary Blocks: in every group with lambda > `aim_min_lambda` (0: the spec), switch off the
+        top `ceil(lambda * r_max * n)` of each layer's `n` units by importance (layers without an
+        importance estimate stay whole). Also counts the units switched off per modality."""
+        keys, importances, num_off = [], [], []
         for m, groups in self.units.items():
             for d, group in enumerate(groups):
-                if strengths[m][d] <= 0:
+                if strengths[m][d] <= self.args.aim_min_lambda:
                     continue
                 fraction = strengths[m][d] * self.args.aim_r_max
                 for name in group:
                     importance = self.importance[m].get(name)
-                    mask = None if importance is None else top_unit_mask(importance, fraction)
-                    if mask is not None:
-                        masks.setdefault(m, {})[name] = mask
+                    if importance is None:
+                        continue
+                    count = min(math.ceil(fraction * importance.numel()), importance.numel())
+                    if count > 0:
+                        keys.append((m, name))
+                        importances.append(importance)
+                        num_off.append(count)
+        masks: dict[str, dict[str, torch.Tensor]] = {}
+        for (m, name), mask in zip(keys, top_unit_masks(importances, num_off)):
+            masks.setdefault(m, {})[name] = mask
+        self._masked_units = {m: sum(c for (m2, _), c in zip(keys, num_off) if m2 == m) for m in self.modalities}
         return masks
 
     # ------------------------------------------------------------------------------- checkpoint
@@ -276,14 +303,22 @@ class AIM(Modulation):
             m: {name: v.to(layers[m][name].weight.device) for name, v in masks.items()}
             for m, masks in state["masks"].items()
         }
+        self._masked_units = {
+            m: int(sum((mask == 0).sum() for mask in masks.values())) for m, masks in self.masks.items()
+        }
 
 
 @torch.no_grad()
 def _gradients_finite(model: nn.Module) -> bool:
     """Whether every gradient is finite (what the GradScaler checks before stepping). Gradients
-    are all-reduced, so every process reaches the same answer."""
-    sums = [p.grad.float().abs().sum() for p in model.parameters() if p.grad is not None]
-    return not sums or bool(torch.isfinite(torch.stack(sums)).all())
+    are all-reduced, so every process reaches the same answer. The max-norm cannot overflow and
+    is inf or nan exactly when some entry is."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all())
+
+
+def _float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.dtype == torch.float32 else tensor.float()
 
 
 def _map_tensors(value: Any, fn) -> Any:

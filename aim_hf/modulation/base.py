@@ -64,8 +64,12 @@ class Modulation:
     def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> torch.Tensor | None:
         return None
 
-    def step(self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float = 1.0) -> dict[str, float]:
-        """Called once per optimizer step; returns the metrics to log for this step."""
+    def step(
+        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
+    ) -> dict[str, float]:
+        """Called once per optimizer step; returns the metrics to log for this step. `grad_scale` is the
+        GradScaler's scale under fp16 loss scaling (the gradients are still multiplied by it, and the
+        optimizer skips a step whose gradients are not finite), None without loss scaling."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:

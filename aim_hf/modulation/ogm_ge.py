@@ -45,7 +45,9 @@ class OGMGE(Modulation):
         self._scores = batch if self._scores is None else self._scores + batch
         return None
 
-    def step(self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float = 1.0) -> dict[str, float]:
+    def step(
+        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
+    ) -> dict[str, float]:
         if self._scores is None:
             return {}
         totals = all_reduce_sum(self._scores)
@@ -64,21 +66,63 @@ class OGMGE(Modulation):
 
     @torch.no_grad()
     def _modulate(self, model: MultimodalModel, coeffs: torch.Tensor, global_step: int) -> None:
-        generators: dict[torch.device, torch.Generator] = {}
+        noisy: dict[torch.device, list[torch.Tensor]] = {}
         for i, m in enumerate(self.modalities):
+            grads = [
+                p.grad
+                for p in model.encoders[m].parameters()
+                if p.grad is not None and (not self.args.ogm_conv_only or p.grad.dim() == 4)
+            ]
             k = coeffs[i].item()
-            for p in model.encoders[m].parameters():
-                if p.grad is None or (self.args.ogm_conv_only and p.grad.dim() != 4):
-                    continue
-                if k != 1.0:
-                    p.grad.mul_(k)
-                if self.args.ogm_noise and p.grad.numel() > 1:
-                    gen = generators.get(p.grad.device)
-                    if gen is None:
-                        gen = generators[p.grad.device] = torch.Generator(device=p.grad.device)
-                        gen.manual_seed(self.args.seed * 1_000_003 + global_step)
-                    # Non-finite gradients (an fp16 overflow) make the noise non-finite too; the
-                    # GradScaler then skips the step, as it would have anyway.
-                    std = p.grad.float().std()
-                    noise = torch.randn(p.grad.shape, generator=gen, device=p.grad.device, dtype=torch.float32)
-                    p.grad.add_((noise * (std + 1e-8)).to(p.grad.dtype))
+            if grads and k != 1.0:
+                torch._foreach_mul_(grads, k)
+            for g in grads:
+                if g.numel() > 1:  # the std of one value is undefined
+                    noisy.setdefault(g.device, []).append(g)
+        if self.args.ogm_noise:
+            for device, grads in noisy.items():
+                generator = torch.Generator(device=device)
+                generator.manual_seed(self.args.seed * 1_000_003 + global_step)
+                add_gradient_noise(grads, generator)
+
+
+# Gradients are noised in chunks of about this many elements: few calls for small encoders, and
+# temporary buffers (about 32 bytes per element) that do not grow with the model.
+NOISE_CHUNK = 1 << 18
+
+
+def add_gradient_noise(grads: list[torch.Tensor], generator: torch.Generator) -> None:
+    """Add `N(0, std(g) + 1e-8)` noise to each gradient `g` (of more than one element) in place, a
+    chunk of consecutive gradients at a time (a gradient larger than `NOISE_CHUNK` alone).
+    Non-finite gradients (an fp16 overflow) make the noise non-finite too; the GradScaler then skips
+    the step, as it would have anyway. All gradients share one device."""
+    start = 0
+    while start < len(grads):
+        end, total = start + 1, grads[start].numel()
+        while end < len(grads) and total + grads[end].numel() <= NOISE_CHUNK:
+            total += grads[end].numel()
+            end += 1
+        if end - start == 1:
+            g = grads[start]
+            g.add_(torch.randn(g.shape, generator=generator, device=g.device).mul_(g.float().std() + 1e-8))
+        else:
+            _add_noise_batched(grads[start:end], generator)
+        start = end
+
+
+def _add_noise_batched(grads: list[torch.Tensor], generator: torch.Generator) -> None:
+    """`add_gradient_noise` for many small gradients with one draw and a few whole-buffer operations
+    (a loop over tensors costs more than the arithmetic at small sizes)."""
+    sizes = [g.numel() for g in grads]
+    flat = torch.cat([g.reshape(-1) for g in grads]).float()
+    # Per-tensor sums of x and x^2 from running sums (in float64, so that the one-pass variance is
+    # exact enough), read at each tensor's end.
+    ends = torch.tensor(sizes, device=flat.device).cumsum(0) - 1
+    sums = flat.cumsum(0, dtype=torch.float64)[ends]
+    squares = (flat * flat).cumsum(0, dtype=torch.float64)[ends]
+    sums, squares = sums.diff(prepend=sums.new_zeros(1)), squares.diff(prepend=squares.new_zeros(1))
+    counts = torch.tensor(sizes, device=flat.device, dtype=torch.float64)
+    stds = ((squares - sums * sums / counts).clamp(min=0) / (counts - 1)).sqrt() + 1e-8
+    noise = torch.randn(flat.shape, generator=generator, device=flat.device)
+    noise *= stds.float().repeat_interleave(counts.long(), output_size=flat.numel())
+    torch._foreach_add_(grads, [piece.view_as(g) for piece, g in zip(noise.split(sizes), grads)])
