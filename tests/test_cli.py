@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+from test_distributed import LAUNCHERS
+from tiny import IMAGE_SIZE
+from transformers import AutoModel, ViTImageProcessorPil
 
 from aim_hf import MultimodalModel, MultimodalProcessor
 from aim_hf.cli import main, parse_train_args
@@ -69,3 +73,37 @@ def test_module_entry_point_help_and_usage():
     for option in ("--modulation", "--aim_alpha", "--vision_encoder", "--image_noise", "--num_depth_groups"):
         assert option in help_text
     assert main([]) == 2 and main(["fit"]) == 2
+
+
+def test_pretrained_encoders_from_local_folders(encoder_paths, tmp_path):
+    """`--vision_encoder` / `--audio_encoder` load those weights and the vision folder's image processor,
+    and the spectrograms take the audio encoder's mel bins (16 here; the default encoder has 32)."""
+    vision = tmp_path / "vision"
+    shutil.copytree(encoder_paths["vision"], vision)
+    ViTImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(vision)
+    out = tmp_path / "out"
+    argv = ["train", "--vision_encoder", str(vision), "--audio_encoder", encoder_paths["audio"]]
+    # Learning rate 0: the saved encoders must be exactly the pretrained ones.
+    assert main([*argv, "--output_dir", str(out), "--learning_rate", "0", *TINY_OPTIONS]) == 0
+    model = MultimodalModel.from_pretrained(out)
+    for modality, path in (("vision", vision), ("audio", encoder_paths["audio"])):
+        saved, pretrained = model.encoders[modality].state_dict(), AutoModel.from_pretrained(path).state_dict()
+        assert saved.keys() == pretrained.keys()
+        assert all(torch.equal(saved[k], pretrained[k]) for k in saved), modality
+    processor = MultimodalProcessor.from_pretrained(out)
+    assert processor["vision"].size == {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    assert processor["audio"].num_mel_bins == model.config.encoder_configs["audio"].num_mel_bins == 16
+
+
+def test_runs_unchanged_under_accelerate_launch(tmp_path):
+    """`accelerate launch -m aim_hf train` on two processes: one table, one saved model."""
+    out = tmp_path / "out"
+    options = [*TINY_OPTIONS, "--max_train_samples", "64", "--max_steps", "4", "--output_dir", str(out)]
+    command = [sys.executable, *LAUNCHERS["accelerate"](), "-m", "aim_hf", "train", *options]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert done.stdout.count("| split | fused | vision probe | audio probe |") == 1
+    # 4 steps of 2 x 16 rows over 64 training rows: 2 epochs (one process would have done 1).
+    assert json.loads((out / "all_results.json").read_text())["epoch"] == 2.0
+    assert MultimodalModel.from_pretrained(out).config.modalities == ["vision", "audio"]
