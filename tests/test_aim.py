@@ -181,7 +181,7 @@ def test_min_lambda_leaves_weakly_modulated_groups_whole(build_model, make_args)
         for group in groups:
             for name, module in group.items():
                 aim.importance["vision"][name] = torch.rand(module.weight.shape[0])
-        masks = aim._build_masks(strengths)["vision"]
+        masks = aim._build_masks(strengths)[0]["vision"]
         assert {d for d, group in enumerate(groups) if set(group) & set(masks)} == masked_groups
         for d in masked_groups:
             for name, module in groups[d].items():
@@ -202,7 +202,7 @@ def test_auxiliary_blocks_zero_gradient_and_equal_full_recompute(build_model, bu
         for group in model.unit_modules(m):
             for name, module in group.items():
                 aim.importance[m][name] = torch.rand(module.weight.shape[0])
-    aim.masks = aim._build_masks({"vision": [0.0, 0.0, 0.6, 0.6], "audio": [0.0, 0.8, 0.0, 0.0]})
+    aim.masks, _ = aim._build_masks({"vision": [0.0, 0.0, 0.6, 0.6], "audio": [0.0, 0.8, 0.0, 0.0]})
     batch = MultimodalCollator(build_processor(TWO))(make_rows(6, TWO))
     labels = batch["labels"]
     out = model(**batch, **aim.forward_kwargs())

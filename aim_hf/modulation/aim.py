@@ -50,14 +50,14 @@ def unit_importances(modules: list[nn.Module]) -> list[torch.Tensor]:
     """Per output unit of each module, `sum_j |W_uj * dL/dW_uj| + |b_u * dL/db_u|` (float32) from the
     current gradients (each weight must have one). Batched with `torch._foreach_*`: one call per
     operation instead of one per layer, which is most of the cost at small widths."""
-    weights = [_float32(module.weight.detach()) for module in modules]
-    products = torch._foreach_mul(weights, [_float32(module.weight.grad) for module in modules])
+    weights = [module.weight.detach().float() for module in modules]  # no copy when already float32
+    products = torch._foreach_mul(weights, [module.weight.grad.float() for module in modules])
     torch._foreach_abs_(products)
     values = [product.flatten(1).sum(1) for product in products]
     with_bias = [i for i, module in enumerate(modules) if module.bias is not None and module.bias.grad is not None]
     if with_bias:
         biases = [modules[i].bias for i in with_bias]
-        bias_terms = torch._foreach_mul([_float32(b.detach()) for b in biases], [_float32(b.grad) for b in biases])
+        bias_terms = torch._foreach_mul([b.detach().float() for b in biases], [b.grad.float() for b in biases])
         torch._foreach_abs_(bias_terms)
         torch._foreach_add_([values[i] for i in with_bias], bias_terms)
     return values
@@ -177,10 +177,9 @@ class AIM(Modulation):
 
         used_counts = self._masked_units
         strengths = dam_strengths(self.scores, self.args.aim_alpha) if self.scores is not None else None
-        active_next = self.is_active(global_step + 1, max_steps)
-        self.masks, self._masked_units = {}, {}
-        if strengths is not None and active_next:
-            self.masks = self._build_masks(strengths)
+        # The masks of the next step's Auxiliary Blocks, if that step is inside the modulation window.
+        masking = strengths is not None and self.is_active(global_step + 1, max_steps)
+        self.masks, self._masked_units = self._build_masks(strengths) if masking else ({}, {})
 
         metrics["aim/active"] = float(self.is_active(global_step, max_steps))
         for m in self.modalities:
@@ -251,10 +250,12 @@ class AIM(Modulation):
             if previous is None:
                 self.importance[m][name] = value
 
-    def _build_masks(self, strengths: dict[str, list[float]]) -> dict[str, dict[str, torch.Tensor]]:
+    def _build_masks(
+        self, strengths: dict[str, list[float]]
+    ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, int]]:
         """Auxiliary Blocks: in every group with lambda > `aim_min_lambda` (0: the spec), switch off the
         top `ceil(lambda * r_max * n)` of each layer's `n` units by importance (layers without an
-        importance estimate stay whole). Also counts the units switched off per modality."""
+        importance estimate stay whole). Returns the masks and the units switched off per modality."""
         keys, importances, num_off = [], [], []
         for m, groups in self.units.items():
             for d, group in enumerate(groups):
@@ -273,8 +274,8 @@ class AIM(Modulation):
         masks: dict[str, dict[str, torch.Tensor]] = {}
         for (m, name), mask in zip(keys, top_unit_masks(importances, num_off)):
             masks.setdefault(m, {})[name] = mask
-        self._masked_units = {m: sum(c for (m2, _), c in zip(keys, num_off) if m2 == m) for m in self.modalities}
-        return masks
+        counts = {m: sum(c for (m2, _), c in zip(keys, num_off) if m2 == m) for m in self.modalities}
+        return masks, counts
 
     # ------------------------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
@@ -315,10 +316,6 @@ def _gradients_finite(model: nn.Module) -> bool:
     is inf or nan exactly when some entry is."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     return not grads or bool(torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all())
-
-
-def _float32(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor if tensor.dtype == torch.float32 else tensor.float()
 
 
 def _map_tensors(value: Any, fn) -> Any:
