@@ -1,40 +1,48 @@
-"""Benchmark on the embedded AV-digits data: each modality alone, `none`, `ogm_ge` and `aim`.
+"""The balanced-learning benchmark on settings built from the embedded AV-digits sources.
 
-    python benchmarks/av_digits.py --jobs 2              # the committed results (5 seeds)
-    python benchmarks/av_digits.py --seeds 0 --methods none aim -- --max_steps 10
+    python benchmarks/av_digits.py --jobs 2                                   # every setting (committed results)
+    python benchmarks/av_digits.py --settings strong --optimizers adamw sgd --jobs 2
+    python benchmarks/av_digits.py --quick --settings strong --methods none aim   # minutes: what the tests run
 
-Every run is one `aim-hf train` (the same data, budget and options; only the method and the seed
-change) in its own child process, `--jobs` of them at a time. Then one more child process times the
-methods side by side. Results go to `<output-dir>/<name>.md` (the table, the target checks, the command
-and the machine), `<name>.json` (every run's metrics, memory and log history, and the step times) and
-PNG plots. What is measured:
+A setting (`aim_hf.data.settings`, `docs/settings.md`) fixes how images and recordings are paired,
+degraded and split; each (setting, optimizer) has its own training budget and learning rate, chosen
+once on `none`'s validation accuracy (`PLANS` below). For every (setting, optimizer) it trains each
+modality alone (the other input blanked), then every method, on the same seeds, each run one
+`aim-hf train` in its own child process, `--jobs` at a time, and writes into `--output-dir`:
 
-- accuracy: the fused test accuracy and each modality's probe test accuracy (the linear heads on
-  detached features that `MultimodalModel` always trains), mean and sample standard deviation over
-  the seeds. A unimodal run (`vision`, `audio`) blanks the other modality's input (`--only_modality`),
-  so its fused accuracy is that modality's accuracy alone;
-- time per optimizer step: every method trains once more (the first seed, no evaluation), all in one
-  process, taking turns of a few optimizer steps, one method at a time: so every method meets
-  the same machine (on a shared machine, speed drifts by half over tens of seconds, which runs one after
-  another would turn into differences between methods). A step is timed from the Trainer's
-  `on_step_begin` to `on_step_end` (forward, backward, the modulation's step, the optimizer step; data
-  loading, logging and waiting for the turn excluded); the table reports each method's median;
-- peak memory: the memory a run adds while it trains. On CPU, the child process's peak resident set
-  (Linux `VmHWM`, reset through `/proc/self/clear_refs` when training begins) minus its resident set
-  at that moment; on GPU, `torch.cuda.max_memory_allocated` minus the allocated memory at that moment.
-  A fresh process per run keeps one run's freed memory from hiding the next run's needs.
+- `<setting>_<optimizer>.json`: `setting`, `optimizer`, `unimodal.<modality>` (per-seed test accuracy
+  alone), `methods.<name>.seeds` / `.fused` / `.probe.<modality>` (per seed, same order: the test fused
+  accuracy and each probe's test accuracy of the last checkpoint) and `.fused_best_val` (the test fused
+  accuracy at the evaluation best on validation), their validation values, and every run's metrics
+  and log history;
+- `<setting>_<optimizer>.md`: the suppression gap of each modality (probe under `none` minus the
+  modality alone, paired by seed), the setting's checks, and per method mean ± std with paired
+  differences against `none` and against the best other method (by validation), each with its 95%
+  t-interval over seeds; `<setting>_<optimizer>_accuracy.png`: validation curves;
+- `benchmark.md`: all tables in one page, and the time / memory table of one timing run.
 
-Time and memory are reported as ratios to `none` from the same invocation.
+Time per optimizer step: after the accuracy runs, one child process trains every method of the
+first (setting, optimizer) for `--timing-steps` steps, all in one process taking turns of a few
+optimizer steps, so that every method meets the same machine (on a shared machine, speed drifts by
+half over tens of seconds). A step is timed from `on_step_begin` to `on_step_end`. Peak memory: the
+memory a run adds while it trains (CPU: the child's peak resident set `VmHWM`, reset when training
+begins, minus its resident set then; GPU: `torch.cuda.max_memory_allocated` minus the allocated
+memory then), mean over seeds. Both are ratios to `none` from the same invocation.
+
+With `--work-dir`, each finished run's result stays there and a rerun of the same command reuses
+it (delete the folder after changing the code).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,15 +54,39 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-DEFAULT_METHODS = ("vision", "audio", "none", "ogm_ge", "aim", "aim:aim_min_lambda=0")
-UNIMODAL = ("vision", "audio")
-# Passed to every run before the user's own options (which override them).
+MODALITIES = ("vision", "audio")
+UNIMODAL = MODALITIES
+DEFAULT_METHODS = ("vision", "audio", "none", "ogm_ge", "unimodal_losses", "aim")
+# Passed to every run before the plan's and the user's own options (which override them).
 BASE_TRAIN_OPTIONS = ["--disable_tqdm", "true", "--save_strategy", "no", "--report_to", "none"]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Timed methods take turns of this many optimizer steps: short enough that all meet the same machine
 # (its speed drifts over tens of seconds), long enough that most steps run with their own model, not the
 # previous turn's, in the caches (the median over steps then reflects the latter).
 STEPS_PER_TURN = 5
+
+OPTIMIZERS = {
+    "adamw": [],  # the Trainer's default, AdamW
+    "sgd": ["--optim", "sgd", "--optim_args", "momentum=0.9"],  # the OGM-GE reference's
+}
+# Per (setting, optimizer): seeds, and the options fixing the budget and learning rate, chosen once on
+# `none`'s validation accuracy so that it has plateaued (docs/settings.md, "Budgets").
+PLANS: dict[tuple[str, str], dict[str, Any]] = {
+    ("strong", "adamw"): {"seeds": 8, "options": ["--num_train_epochs", "40", "--learning_rate", "3e-3", "--eval_steps", "96"]},
+    ("strong", "sgd"): {"seeds": 8, "options": ["--num_train_epochs", "40", "--learning_rate", "0.2", "--eval_steps", "96"]},
+    ("hopeless", "adamw"): {"seeds": 5, "options": ["--num_train_epochs", "30", "--learning_rate", "3e-3", "--eval_steps", "72"]},
+    ("av_digits", "adamw"): {"seeds": 5, "options": ["--num_train_epochs", "30", "--learning_rate", "3e-3", "--eval_steps", "96"]},
+}
+# Options every planned run shares.
+# Batch 64; every 4 epochs (3 on hopeless) an evaluation of the validation and the test split.
+COMMON_OPTIONS = ["--per_device_train_batch_size", "64", "--eval_strategy", "steps"]
+# --quick: a tiny budget, for the tests (numbers mean nothing).
+QUICK_OPTIONS = ["--max_train_samples", "32", "--max_eval_samples", "16", "--max_steps", "4",
+                 "--per_device_train_batch_size", "8", "--eval_strategy", "steps", "--eval_steps", "2",
+                 "--logging_steps", "2", "--hidden_size", "16", "--num_hidden_layers", "2"]  # fmt: skip
+# 0.975 quantiles of Student's t for 1..30 degrees of freedom (beyond: the normal's 1.96 is within 4%).
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ one run
@@ -101,13 +133,27 @@ def _measure_callback():
 
 
 def run_child(result_path: str, train_argv: list[str]) -> None:
-    """Train once with `aim-hf train <train_argv>` and write the measurements to `result_path`."""
+    """Train once with `aim-hf train <train_argv>` and write the measurements to `result_path`. Every
+    evaluation during training also scores the test split, so that the test accuracy of the
+    checkpoint best on validation can be read from the log (`best_on_validation`)."""
     from aim_hf import cli
 
     measure = _measure_callback()
-    metrics = cli.train(*cli.parse_train_args(train_argv), callbacks=[measure])
-    result = {"metrics": metrics, "memory": measure.memory, "log_history": measure.log_history}
+    trainer, validation, test = cli.build_trainer(*cli.parse_train_args(train_argv), callbacks=[measure])
+    trainer.eval_dataset = {"validation": validation, "test": test}
+    metrics = cli.run(trainer, validation, test)
+    result = {"metrics": metrics, "memory": measure.memory, "log_history": _rename_eval_keys(measure.log_history)}
     Path(result_path).write_text(json.dumps(result))
+
+
+def _rename_eval_keys(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`eval_validation_*` -> `eval_*` (what the plots read) and `eval_test_*` -> `test_curve_*`."""
+    renamed = []
+    for entry in log_history:
+        renamed.append(
+            {k.replace("eval_validation_", "eval_", 1).replace("eval_test_", "test_curve_", 1): v for k, v in entry.items()}
+        )
+    return renamed
 
 
 class Rotation:
@@ -221,20 +267,49 @@ def time_child(result_path: str, spec_path: str) -> None:
 
 # ----------------------------------------------------------------------------------- methods
 def method_options(spec: str) -> list[str]:
-    """`aim-hf train` options of a method spec `NAME[:option=value,...]`: NAME is a modality (trained
-    alone, the other input blanked) or a modulation method; e.g. `aim:aim_r_max=0.25,aim_alpha=2`."""
+    """`aim-hf train` options of a method spec `NAME[:key=value,...]`: NAME is a modality (trained
+    alone, the other input blanked) or a modulation method. A key that is an `aim-hf train` option
+    (e.g. `aim_r_max`) is passed as `--key value`; any other key is one of the method's own options and
+    goes into `--modulation_kwargs` (values read as JSON where they parse, else as strings), e.g.
+    `ogm_ge:alpha=0.3,mode=gradient` or `aim:aim_r_max=0.25`."""
     name, _, extra = spec.partition(":")
     options = ["--modulation", "none", "--only_modality", name] if name in UNIMODAL else ["--modulation", name]
+    own: dict[str, Any] = {}
     for item in filter(None, extra.split(",")):
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"Method {spec!r}: expected option=value, got {item!r}.")
-        options += [f"--{key}", value]
+            raise ValueError(f"Method {spec!r}: expected key=value, got {item!r}.")
+        if key in _train_option_names():
+            options += [f"--{key}", value]
+        else:
+            try:
+                own[key] = json.loads(value)
+            except json.JSONDecodeError:
+                own[key] = value
+    if own:
+        options += ["--modulation_kwargs", json.dumps(own)]
     return options
 
 
-def _run_dir(work_dir: Path, method: str) -> Path:
-    return work_dir / method.replace(":", "_").replace(",", "_")
+@functools.cache
+def _train_option_names() -> frozenset[str]:
+    from aim_hf.cli import build_parser
+
+    return frozenset(action.dest for action in build_parser()._actions)
+
+
+def plan_options(setting: str, optimizer: str, quick: bool) -> list[str]:
+    """The `aim-hf train` options of a (setting, optimizer): the setting, the optimizer, and the
+    planned budget (or, with `quick`, the tiny one)."""
+    if (setting, optimizer) not in PLANS:
+        planned = ", ".join(f"{s}/{o}" for s, o in PLANS)
+        raise ValueError(f"No plan for setting {setting!r} with optimizer {optimizer!r}; planned: {planned}.")
+    budget = QUICK_OPTIONS if quick else [*COMMON_OPTIONS, *PLANS[setting, optimizer]["options"]]
+    return ["--setting", setting, *OPTIMIZERS[optimizer], *budget]
+
+
+def _safe(name: str) -> str:
+    return name.replace(":", "_").replace(",", "_").replace("=", "")
 
 
 def _run_script(mode: str, args: list[str], log_path: Path, threads: int) -> None:
@@ -250,29 +325,25 @@ def _run_script(mode: str, args: list[str], log_path: Path, threads: int) -> Non
         raise RuntimeError(f"A benchmark run failed; see {log_path}.")
 
 
-def run_all(
-    methods: Sequence[str], seeds: Sequence[int], train_options: Sequence[str], work_dir: Path, threads: int, jobs: int
-) -> dict[str, list[dict[str, Any]]]:
-    """Every (seed, method) run, `jobs` at a time with `threads` torch threads each; returns the
-    results by method, in seed order."""
-
-    def one(seed: int, method: str) -> dict[str, Any]:
-        run_dir = _run_dir(work_dir, method) / f"seed{seed}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        argv = [*BASE_TRAIN_OPTIONS, "--output_dir", str(run_dir / "model"), "--seed", str(seed),
-                *method_options(method), *train_options]  # fmt: skip
-        started = time.time()
-        _run_script("_run", [str(run_dir / "result.json"), *argv], run_dir / "log.txt", threads)
-        result = json.loads((run_dir / "result.json").read_text())
-        result.update(seed=seed, method=method, argv=argv, wall_seconds=time.time() - started)
-        # One print per run: the jobs' threads would interleave two.
-        print(f"[{time.strftime('%H:%M:%S')}] {method} seed {seed} done in {result['wall_seconds']:.0f} s: "
-              f"test accuracy {result['metrics']['test_accuracy']:.4f}", flush=True)  # fmt: skip
-        return result
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {m: [pool.submit(one, seed, m) for seed in seeds] for m in methods}
-        return {m: [future.result() for future in runs] for m, runs in futures.items()}
+def one_run(run_dir: Path, method: str, seed: int, options: Sequence[str], threads: int) -> dict[str, Any]:
+    """Train `method` with `seed` and `options` in a child process (or reuse the result a finished
+    earlier invocation left in `run_dir`); returns its result."""
+    result_path = run_dir / "result.json"
+    argv = [*BASE_TRAIN_OPTIONS, "--output_dir", str(run_dir / "model"), "--seed", str(seed),
+            *method_options(method), *options]  # fmt: skip
+    if result_path.is_file() and json.loads(result_path.read_text()).get("argv") == argv:
+        return json.loads(result_path.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    _run_script("_run", [str(result_path), *argv], run_dir / "log.txt", threads)
+    result = json.loads(result_path.read_text())
+    result.update(seed=seed, method=method, argv=argv, wall_seconds=time.time() - started)
+    shutil.rmtree(run_dir / "model", ignore_errors=True)  # the weights are not needed, the numbers are kept
+    result_path.write_text(json.dumps(result))
+    # One print per run: the jobs' threads would interleave two.
+    print(f"[{time.strftime('%H:%M:%S')}] {run_dir.parent.parent.name} {method} seed {seed} done in "
+          f"{result['wall_seconds']:.0f} s: test accuracy {result['metrics']['test_accuracy']:.4f}", flush=True)  # fmt: skip
+    return result
 
 
 def time_all(
@@ -281,7 +352,7 @@ def time_all(
     """Each method's step times from one child process that trains them all in turn (`time_child`),
     with `seed` and no evaluation; returns the step times by method."""
     runs = [
-        [*BASE_TRAIN_OPTIONS, "--output_dir", str(_run_dir(work_dir, m) / "timing"), "--seed", str(seed),
+        [*BASE_TRAIN_OPTIONS, "--output_dir", str(work_dir / "timing" / _safe(m)), "--seed", str(seed),
          *method_options(m), *train_options, "--eval_strategy", "no", "--load_best_model_at_end", "false"]
         for m in methods
     ]  # fmt: skip
@@ -293,78 +364,130 @@ def time_all(
     return dict(zip(methods, json.loads((timing_dir / "result.json").read_text())))
 
 
-# ---------------------------------------------------------------------------------- summary
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+# ------------------------------------------------------------------------------- statistics
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _ratio(value: float, reference: float) -> float:
-    return value / reference if reference > 0 else math.nan
+def paired_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """Mean of the paired differences `a - b` and its 95% t-interval over the pairs: (mean, low, high)."""
+    if len(a) != len(b):
+        raise ValueError(f"Paired values need equal lengths, got {len(a)} and {len(b)}.")
+    diffs = [x - y for x, y in zip(a, b)]
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return mean, math.nan, math.nan
+    t = T_975[len(diffs) - 2] if len(diffs) - 1 <= len(T_975) else 1.96
+    half = t * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half
 
 
-def summarize(
-    results: dict[str, list[dict[str, Any]]], step_seconds: dict[str, list[float]], modalities: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """Per method: (mean, std) of each accuracy, the median step time (of the timing run), the mean
-    memory, and their ratios to `none`."""
-    summary: dict[str, dict[str, Any]] = {}
+def best_on_validation(log_history: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The test metrics (`test_curve_*`) logged at the evaluation with the highest validation fused
+    accuracy (the first such), keyed like the final test metrics (`test_*`)."""
+    evaluations = [e for e in log_history if "eval_accuracy" in e and "test_curve_accuracy" in e]
+    if not evaluations:
+        return {}
+    best = max(evaluations, key=lambda e: e["eval_accuracy"])  # max keeps the first of equals
+    return {k.replace("test_curve_", "test_", 1): v for k, v in best.items() if k.startswith("test_curve_")}
+
+
+def collect(
+    setting: str, optimizer: str, results: dict[str, list[dict[str, Any]]], command: str, options: Sequence[str]
+) -> dict[str, Any]:
+    """The per-seed record of one (setting, optimizer): unimodal accuracies, each method's fused and
+    probe accuracies (test, last checkpoint), the best-on-validation test accuracy and the validation
+    values, all in seed order; plus every run."""
+    record: dict[str, Any] = {"setting": setting, "optimizer": optimizer, "command": command,
+                              "train_options": list(options), "unimodal": {}, "methods": {}}  # fmt: skip
     for method, runs in results.items():
-        name = method.split(":")[0]
-        row: dict[str, Any] = {"seeds": [r["seed"] for r in runs]}
-        for split in ("test", "eval"):
-            row[f"{split}_fused"] = _mean_std([r["metrics"][f"{split}_accuracy"] for r in runs])
-            for m in modalities:
-                # A unimodal run's other probe sees a blank input: it measures nothing.
-                if name not in UNIMODAL or name == m:
-                    row[f"{split}_{m}"] = _mean_std([r["metrics"][f"{split}_{m}_probe_accuracy"] for r in runs])
-        row["step_seconds"] = statistics.median(step_seconds[method])
-        row["memory_bytes"] = statistics.fmean(r["memory"]["peak_bytes"] - r["memory"]["baseline_bytes"] for r in runs)
-        row["steps"] = len(step_seconds[method])
-        summary[method] = row
-    if "none" in summary:
-        for row in summary.values():
-            row["time_ratio"] = _ratio(row["step_seconds"], summary["none"]["step_seconds"])
-            row["memory_ratio"] = _ratio(row["memory_bytes"], summary["none"]["memory_bytes"])
-    return summary
+        metrics = [r["metrics"] for r in runs]
+        if method in UNIMODAL:
+            record["unimodal"][method] = [m["test_accuracy"] for m in metrics]
+            record["unimodal_val"] = {**record.get("unimodal_val", {}), method: [m["eval_accuracy"] for m in metrics]}
+            continue
+        best = [best_on_validation(r["log_history"]) for r in runs]
+        record["methods"][method] = {
+            "seeds": [r["seed"] for r in runs],
+            "fused": [m["test_accuracy"] for m in metrics],
+            "probe": {mod: [m[f"test_{mod}_probe_accuracy"] for m in metrics] for mod in MODALITIES},
+            "fused_best_val": [b.get("test_accuracy", math.nan) for b in best],
+            "val_fused": [m["eval_accuracy"] for m in metrics],
+            "val_probe": {mod: [m[f"eval_{mod}_probe_accuracy"] for m in metrics] for mod in MODALITIES},
+        }
+    record["runs"] = results
+    return record
 
 
-def check_targets(summary: dict[str, dict[str, Any]], modalities: Sequence[str]) -> list[tuple[str, bool, str]]:
-    """The issue's targets, as (target, met, the numbers behind it); only those whose runs exist.
-    The weak modality is the one with the lower validation accuracy alone (or, without unimodal runs,
-    the lower probe validation accuracy under `none`)."""
-    if not {"none", "aim"} <= summary.keys():
+def suppression(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per modality: its accuracy alone, its probe under `none`, and the paired gap (probe - alone)."""
+    if "none" not in record["methods"]:
+        return {}
+    none = record["methods"]["none"]
+    return {
+        m: {"alone": mean_std(alone), "probe": mean_std(none["probe"][m]),
+            "gap": paired_interval(none["probe"][m], alone)}  # fmt: skip
+        for m, alone in record["unimodal"].items()
+    }
+
+
+def setting_checks(record: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """Whether the setting shows the problem: the weak modality (the larger gap) at least 15 points
+    below its accuracy alone under `none`, the dominant one within 3 points of its own, and the fused
+    accuracy above the dominant modality alone."""
+    gaps = suppression(record)
+    if len(gaps) < 2:
         return []
-    none, aim = summary["none"], summary["aim"]
-    alone = [m for m in modalities if m in summary]
-    if len(alone) == len(modalities):
-        weak = min(modalities, key=lambda m: summary[m]["eval_fused"][0])
-    else:
-        weak = min(modalities, key=lambda m: none[f"eval_{m}"][0])
+    weak = min(gaps, key=lambda m: gaps[m]["gap"][0])
     checks = []
-
-    def add(target: str, met: bool, numbers: str) -> None:
-        checks.append((target, met, numbers))
-
-    a, n = aim["test_fused"][0], none["test_fused"][0]
-    add("AIM fused test accuracy > none", a > n, f"{a:.4f} vs {n:.4f}")
-    if "ogm_ge" in summary:
-        o = summary["ogm_ge"]["test_fused"][0]
-        add("AIM fused test accuracy > ogm_ge", a > o, f"{a:.4f} vs {o:.4f}")
-    a, n = aim[f"test_{weak}"][0], none[f"test_{weak}"][0]
-    add(f"weak modality ({weak}) probe under AIM > none", a > n, f"{a:.4f} vs {n:.4f}")
-    for dominant in (m for m in modalities if m != weak):
-        a, (n, spread) = aim[f"test_{dominant}"][0], none[f"test_{dominant}"]
-        add(
-            f"dominant modality ({dominant}) probe under AIM >= none - one seed-spread",
-            a >= n - spread,
-            f"{a:.4f} vs {n:.4f} - {spread:.4f}",
-        )
-    add("AIM time per step <= 1.5x none", aim["time_ratio"] <= 1.5, f"{aim['time_ratio']:.2f}x")
-    add("AIM peak memory <= 1.5x none", aim["memory_ratio"] <= 1.5, f"{aim['memory_ratio']:.2f}x")
-    if "ogm_ge" in summary:
-        r = summary["ogm_ge"]["time_ratio"]
-        add("OGM-GE time per step <= 1.1x none", r <= 1.1, f"{r:.2f}x")
+    g = gaps[weak]["gap"][0]
+    checks.append((f"weak modality ({weak}) probe under none >= 15 points below it alone", g <= -0.15, f"{g * 100:+.1f} points"))
+    for m in (m for m in gaps if m != weak):
+        g = gaps[m]["gap"][0]
+        checks.append((f"dominant modality ({m}) probe under none within 3 points of it alone", abs(g) <= 0.03, f"{g * 100:+.1f} points"))
+        fused, alone = statistics.fmean(record["methods"]["none"]["fused"]), gaps[m]["alone"][0]
+        checks.append((f"fused accuracy under none above {m} alone", fused > alone, f"{fused:.4f} vs {alone:.4f}"))
     return checks
+
+
+def comparisons(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per method: paired differences (mean, 95% interval) of the fused and probe test accuracies
+    against `none`, and of the fused accuracy against the best other method (by mean validation fused
+    accuracy, `none` excluded)."""
+    methods = record["methods"]
+    out: dict[str, dict[str, Any]] = {}
+    for name, row in methods.items():
+        entry: dict[str, Any] = {}
+        if name != "none" and "none" in methods:
+            none = methods["none"]
+            entry["fused_vs_none"] = paired_interval(row["fused"], none["fused"])
+            entry["probe_vs_none"] = {m: paired_interval(row["probe"][m], none["probe"][m]) for m in MODALITIES}
+        others = [o for o in methods if o not in (name, "none")]
+        if others:
+            best = max(others, key=lambda o: statistics.fmean(methods[o]["val_fused"]))
+            entry["best_other"] = best
+            entry["fused_vs_best_other"] = paired_interval(row["fused"], methods[best]["fused"])
+        out[name] = entry
+    return out
+
+
+def time_memory(
+    results: dict[str, list[dict[str, Any]]], step_seconds: dict[str, list[float]]
+) -> dict[str, dict[str, float]]:
+    """Per timed method: the median step time, the mean memory added by training, and both as ratios to `none`."""
+    rows = {}
+    for method, seconds in step_seconds.items():
+        runs = results[method]
+        rows[method] = {
+            "step_seconds": statistics.median(seconds),
+            "memory_bytes": statistics.fmean(r["memory"]["peak_bytes"] - r["memory"]["baseline_bytes"] for r in runs),
+            "steps": len(seconds),
+        }
+    if "none" in rows:
+        for row in rows.values():
+            row["time_ratio"] = row["step_seconds"] / rows["none"]["step_seconds"]
+            row["memory_ratio"] = row["memory_bytes"] / rows["none"]["memory_bytes"] if rows["none"]["memory_bytes"] > 0 else math.nan
+    return rows
 
 
 # ----------------------------------------------------------------------------------- report
@@ -384,57 +507,83 @@ def machine_description(load: str, threads: int) -> list[str]:
     ]
 
 
-def _cell(value: tuple[float, float] | None) -> str:
-    return "—" if value is None else f"{value[0]:.4f} ± {value[1]:.4f}"
+def _ms(values: Sequence[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.4f} ± {std:.4f}"
 
 
-def write_report(
-    path: Path,
-    command: str,
-    summary: dict[str, dict[str, Any]],
-    checks: list[tuple[str, bool, str]],
-    modalities: Sequence[str],
-    train_options: Sequence[str],
-    load: str,
-    threads: int,
-    plots: Sequence[str],
-) -> None:
-    seeds = next(iter(summary.values()))["seeds"]
+def _diff(value: tuple[float, float, float] | None) -> str:
+    """A paired difference in points with its interval, bold where the interval lies above 0."""
+    if value is None:
+        return "—"
+    mean, low, high = (x * 100 for x in value)
+    text = f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]"
+    return f"**{text}**" if low > 0 else text
+
+
+def setting_section(record: dict[str, Any], plots: Sequence[str]) -> list[str]:
+    """The markdown of one (setting, optimizer): suppression gaps, checks, and the method table."""
+    setting, optimizer, methods = record["setting"], record["optimizer"], record["methods"]
+    seeds = next(iter(methods.values()))["seeds"] if methods else []
     lines = [
-        "# AV-digits benchmark",
+        f"## `{setting}` with {optimizer}",
         "",
-        "Written by `benchmarks/av_digits.py`; do not edit by hand.",
+        f"- every run: `aim-hf train {shlex.join(record['train_options'])}` plus the method's options and the seed",
+        f"- seeds: {', '.join(map(str, seeds))} (the same for every method); per-seed values in "
+        f"`{setting}_{optimizer}.json`",
         "",
-        f"- command: `{command}`",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
-        *machine_description(load, threads),
-        f"- seeds: {', '.join(map(str, seeds))}; every run: `aim-hf train {shlex.join([*BASE_TRAIN_OPTIONS, *train_options])}` "
-        f"plus the method's options and the seed ({next(iter(summary.values()))['steps']} optimizer steps)",
-        "",
-        "Accuracies: test split, mean ± sample standard deviation over the seeds. A modality's row trains it",
-        "alone (the other input blanked): its fused accuracy is that modality's accuracy alone. Time: median",
-        f"time per optimizer step (forward, backward, modulation, optimizer) of one more run per method (seed {seeds[0]},",
-        f"no evaluation), all methods in one process taking turns of {STEPS_PER_TURN} steps so that they meet the same machine.",
-        "Memory: peak memory added while training (CPU: peak resident set of the run's own process minus its",
-        "resident set when training began; GPU: peak allocated minus allocated), mean over seeds. Ratios are",
-        "to `none` in this same invocation.",
-        "",
-        "| method | fused acc | " + " | ".join(f"{m} probe acc" for m in modalities)
-        + " | fused acc (val) | ms / step | time × none | peak mem (MiB) | mem × none |",
-        "|---" * (len(modalities) + 7) + "|",
     ]
-    for method, row in summary.items():
-        cells = [f"`{method}`", _cell(row["test_fused"])]
-        cells += [_cell(row.get(f"test_{m}")) for m in modalities]
-        cells += [_cell(row["eval_fused"]), f"{row['step_seconds'] * 1000:.1f}", f"{row.get('time_ratio', math.nan):.2f}"]
-        cells += [f"{row['memory_bytes'] / 2**20:.1f}", f"{row.get('memory_ratio', math.nan):.2f}"]
+    gaps = suppression(record)
+    if gaps:
+        lines += ["Suppression gap: each modality's probe under `none` minus its accuracy alone (test, paired by seed, "
+                  "points, 95% t-interval).", "", "| modality | alone | probe under `none` | gap |", "|---|---|---|---|"]  # fmt: skip
+        for m, g in gaps.items():
+            lines.append(f"| {m} | {g['alone'][0]:.4f} ± {g['alone'][1]:.4f} | {g['probe'][0]:.4f} ± {g['probe'][1]:.4f} | {_diff(g['gap'])} |")
+        lines += ["", "| check | met | numbers |", "|---|---|---|"]
+        lines += [f"| {c} | {'yes' if met else 'NO'} | {n} |" for c, met, n in setting_checks(record)]
+        lines.append("")
+    compared = comparisons(record)
+    header = ["method", "fused acc", "fused acc (best val)"] + [f"{m} probe" for m in MODALITIES]
+    header += ["Δ fused vs `none`"] + [f"Δ {m} probe vs `none`" for m in MODALITIES] + ["best other (val)", "Δ fused vs it"]
+    lines += [
+        "Test accuracy of the last checkpoint (and, second column, at the evaluation best on validation), mean ± "
+        "std over seeds; Δ: paired difference in points with its 95% t-interval, bold where it lies above 0.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+    ]
+    for m, alone in record["unimodal"].items():
+        lines.append(f"| `{m}` alone | {_ms(alone)} |" + " — |" * (len(header) - 2))
+    for name, row in methods.items():
+        c = compared[name]
+        cells = [f"`{name}`", _ms(row["fused"]), _ms([x for x in row["fused_best_val"] if not math.isnan(x)] or [math.nan])]
+        cells += [_ms(row["probe"][m]) for m in MODALITIES]
+        cells += [_diff(c.get("fused_vs_none"))] + [_diff(c.get("probe_vs_none", {}).get(m)) for m in MODALITIES]
+        cells += [f"`{c['best_other']}`" if "best_other" in c else "—", _diff(c.get("fused_vs_best_other"))]
         lines.append("| " + " | ".join(cells) + " |")
-    if checks:
-        lines += ["", "## Targets", "", "| target | met | numbers |", "|---|---|---|"]
-        lines += [f"| {target} | {'yes' if met else 'NO'} | {numbers} |" for target, met, numbers in checks]
-    if plots:
-        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
-    path.write_text("\n".join(lines) + "\n")
+    lines += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
+    return lines
+
+
+def time_section(rows: dict[str, dict[str, float]], setting: str, optimizer: str, seed: int) -> list[str]:
+    if not rows:
+        return []
+    steps = next(iter(rows.values()))["steps"]
+    lines = [
+        "## Time and memory",
+        "",
+        f"Median time per optimizer step (forward, backward, modulation, optimizer) over {steps} steps of one more run per "
+        f"method (`{setting}` with {optimizer}, seed {seed}, no evaluation), all methods in one process taking turns of "
+        f"{STEPS_PER_TURN} steps so that they meet the same machine; peak memory added while training, mean over that "
+        "setting's seeds. Ratios to `none` in this invocation.",
+        "",
+        "| method | ms / step | time × none | peak mem (MiB) | mem × none |",
+        "|---|---|---|---|---|",
+    ]
+    for method, row in rows.items():
+        lines.append(f"| `{method}` | {row['step_seconds'] * 1000:.1f} | {row.get('time_ratio', math.nan):.2f} | "
+                     f"{row['memory_bytes'] / 2**20:.1f} | {row.get('memory_ratio', math.nan):.2f} |")  # fmt: skip
+    return lines + [""]
 
 
 def plot_results(results: dict[str, list[dict[str, Any]]], modalities: Sequence[str], output_dir: Path, name: str) -> list[str]:
@@ -487,28 +636,48 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(
         prog="python benchmarks/av_digits.py",
-        description="Train each modality alone, none, ogm_ge and aim on AV-digits over seeds and report "
-        "accuracy, time and memory. Options after `--` go to every `aim-hf train` run.",
+        description="Train each modality alone and every method over seeds on the benchmark settings and report "
+        "accuracy with paired 95% intervals, time and memory. Options after `--` go to every `aim-hf train` run.",
+        allow_abbrev=False,
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--settings", nargs="+", default=["strong", "hopeless"],
+                        help="Settings (aim_hf.data.settings): strong, hopeless, av_digits (planned, not run by default).")  # fmt: skip
+    parser.add_argument("--optimizers", nargs="+", default=None, choices=list(OPTIMIZERS),
+                        help="Optimizers to run each setting with (default: each setting's planned ones).")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="Seeds (default: the plan's, 8 on strong and 5 elsewhere; --quick: 0 1).")  # fmt: skip
     parser.add_argument(
         "--methods", nargs="+", default=list(DEFAULT_METHODS),
         help="Modalities (trained alone) and modulation methods, each NAME[:option=value,...]; "
-        "'none' is the reference of the ratios.",
+        "'none' is the reference of the paired differences and ratios.",
     )  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="A tiny budget (seconds per run): checks the harness, measures nothing.")
     parser.add_argument(
         "--threads", type=int, default=1,
         help="torch threads per run (OMP_NUM_THREADS). The small encoders gain little from more, and on a "
         "shared machine waiting threads make step times erratic.",
     )  # fmt: skip
-    parser.add_argument(
-        "--jobs", type=int, default=1,
-        help="Accuracy runs at a time (their results do not depend on it; time is measured separately).",
-    )  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=1, help="Runs at a time (the accuracies do not depend on it).")
+    parser.add_argument("--timing-steps", type=int, default=150, help="Optimizer steps of the timing run; 0: no timing.")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--name", default="av_digits", help="Stem of the written files.")
-    parser.add_argument("--work-dir", type=Path, default=None, help="Keep the runs' folders here (default: a temporary folder).")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="Keep the runs' folders here and reuse the finished ones (default: a temporary folder).")  # fmt: skip
     return parser.parse_args(argv), train_options
+
+
+def groups_of(args: argparse.Namespace) -> list[tuple[str, str, list[int]]]:
+    """The (setting, optimizer, seeds) to run: every setting under the first optimizer (AdamW, the
+    Trainer's default), then under the next, and so on."""
+    groups = []
+    for setting in args.settings:
+        optimizers = args.optimizers or [o for s, o in PLANS if s == setting]
+        for optimizer in optimizers:
+            plan = PLANS.get((setting, optimizer))
+            if plan is None:
+                plan_options(setting, optimizer, args.quick)  # raises the error that names the plans
+            seeds = args.seeds or ([0, 1] if args.quick else list(range(plan["seeds"])))
+            groups.append((setting, optimizer, seeds))
+    return sorted(groups, key=lambda g: list(OPTIMIZERS).index(g[1]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -519,28 +688,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "_time":
         time_child(argv[1], argv[2])
         return 0
-    args, train_options = parse_args(argv)
-    from aim_hf.data.av_digits import MODALITIES
-
+    args, extra = parse_args(argv)
+    groups = groups_of(args)
     command = shlex.join(["python", "benchmarks/av_digits.py", *argv])
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    sections: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=args.jobs) as pool:
         work_dir = args.work_dir or Path(tmp)
-        results = run_all(args.methods, args.seeds, train_options, work_dir, args.threads, args.jobs)
-        step_seconds = time_all(args.methods, args.seeds[0], train_options, work_dir, args.threads)
-    summary = summarize(results, step_seconds, MODALITIES)
-    checks = check_targets(summary, MODALITIES)
-    plots = plot_results(results, MODALITIES, args.output_dir, args.name)
-    (args.output_dir / f"{args.name}.json").write_text(
-        json.dumps(
-            {"command": command, "train_options": train_options, "summary": summary, "runs": results,
-             "step_seconds": step_seconds},
-            indent=1,
-        )  # fmt: skip
-    )
-    report = args.output_dir / f"{args.name}.md"
-    write_report(report, command, summary, checks, MODALITIES, train_options, load, args.threads, plots)
+        # Every run is queued at once, group by group: the pool keeps `jobs` busy, and each group's report
+        # is written as soon as its runs are done.
+        futures = {}
+        for setting, optimizer, seeds in groups:
+            options = [*plan_options(setting, optimizer, args.quick), *extra]
+            # Seed by seed, so that an interrupted run leaves whole seeds for a rerun with --work-dir to reuse.
+            submitted = {(m, s): pool.submit(one_run, work_dir / f"{setting}_{optimizer}" / _safe(m) / f"seed{s}",
+                                             m, s, options, args.threads)
+                         for s in seeds for m in args.methods}
+            futures[setting, optimizer] = options, {m: [submitted[m, s] for s in seeds] for m in args.methods}  # fmt: skip
+        records = {}
+        for (setting, optimizer), (options, by_method) in futures.items():
+            results = {m: [f.result() for f in runs] for m, runs in by_method.items()}
+            record = collect(setting, optimizer, results, command, options)
+            name = f"{setting}_{optimizer}"
+            plots = plot_results(results, MODALITIES, args.output_dir, name)
+            (args.output_dir / f"{name}.json").write_text(json.dumps(record))
+            section = setting_section(record, plots)
+            (args.output_dir / f"{name}.md").write_text("\n".join([f"# Benchmark: {name}", "", *section]))
+            sections += section
+            records[setting, optimizer] = record
+            print("\n".join(section), flush=True)
+        setting, optimizer, seeds = groups[0]
+        timed = [m for m in args.methods if m not in UNIMODAL]
+        rows = {}
+        if args.timing_steps > 0 and timed:
+            options = [*plan_options(setting, optimizer, args.quick), *extra, "--max_steps", str(args.timing_steps)]
+            step_seconds = time_all(timed, seeds[0], options, work_dir, args.threads)
+            rows = time_memory(records[setting, optimizer]["runs"], step_seconds)
+            (args.output_dir / "timing.json").write_text(json.dumps({"command": command, "rows": rows, "step_seconds": step_seconds}))
+    header = [
+        "# Balanced-learning benchmark",
+        "",
+        "Written by `benchmarks/av_digits.py`; do not edit by hand. The settings are described in `docs/settings.md`.",
+        "",
+        f"- command: `{command}`",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
+        *machine_description(load, args.threads),
+        "",
+    ]
+    report = args.output_dir / "benchmark.md"
+    report.write_text("\n".join([*header, *sections, *time_section(rows, setting, optimizer, seeds[0])]))
     print(report.read_text())
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,18 +87,47 @@ def degrade_images(images: np.ndarray, noise: float, rng: np.random.Generator) -
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def _pairing(image_labels: np.ndarray, audio_labels: np.ndarray, rng: np.random.Generator) -> dict[str, list]:
-    """Per split, the (image index, recording index) pairs: per digit, shuffled recordings are cut
-    into the splits and each is paired with its own shuffled image of that digit."""
-    pairs: dict[str, list] = {split: [] for split in SPLIT_SIZES}
-    for digit in range(len(LABEL_NAMES)):
-        recordings = rng.permutation(np.flatnonzero(audio_labels == digit))
-        images = rng.permutation(np.flatnonzero(image_labels == digit))
-        start = 0
-        for split, size in SPLIT_SIZES.items():
-            chosen = slice(start, start + size)
-            pairs[split] += list(zip(images[chosen].tolist(), recordings[chosen].tolist()))
-            start += size
+DigitMap = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def _pairing(
+    image_labels: np.ndarray,
+    audio_labels: np.ndarray,
+    rng: np.random.Generator,
+    split_sizes: dict[str, int],
+    image_digits: DigitMap | None,
+    recording_digits: DigitMap | None,
+    map_rng: np.random.Generator,
+) -> dict[str, list]:
+    """Per split, the (image index, recording index, label) triples. Per digit, the recordings and the
+    images are shuffled once; each split holds `split_sizes[split]` examples of every label, and each
+    example takes the next unused recording of the digit `recording_digits` gives it and the next
+    unused image of the digit `image_digits` gives it (both default to the label). So no recording and
+    no image repeats, within or across splits."""
+    digits = range(len(LABEL_NAMES))
+    recordings, images = {}, {}
+    for d in digits:
+        recordings[d] = iter(rng.permutation(np.flatnonzero(audio_labels == d)))
+        images[d] = iter(rng.permutation(np.flatnonzero(image_labels == d)))
+    slots = {}
+    for split, size in split_sizes.items():
+        labels = np.repeat(np.arange(len(LABEL_NAMES)), size)
+        shown = image_digits(labels, map_rng) if image_digits else labels
+        said = recording_digits(labels, map_rng) if recording_digits else labels
+        slots[split] = list(zip(labels.tolist(), shown.tolist(), said.tolist()))
+    pairs: dict[str, list] = {split: [] for split in split_sizes}
+    # Digit by digit, split by split: the embedded AV-digits keeps the pairing it always had.
+    for digit in digits:
+        for split in split_sizes:
+            for label, shown, said in slots[split]:
+                if label == digit:
+                    try:
+                        pairs[split].append((int(next(images[shown])), int(next(recordings[said])), label))
+                    except StopIteration:
+                        raise ValueError(
+                            f"The pairing needs more images of digit {shown} or recordings of digit {said} "
+                            "than the sources hold; use smaller split sizes."
+                        ) from None
     # Interleave the digits so that the splits are not sorted by label.
     return {split: rng.permutation(np.array(v)).tolist() for split, v in pairs.items()}
 
@@ -123,6 +153,21 @@ def load_av_digits(
     validation and test (a split by recording, stratified by digit); each recording is paired with a
     distinct MNIST image of the same digit, so images never repeat within or across splits.
     """
+    return build_av_digits(seed=seed, num_mel_bins=num_mel_bins, image_noise=image_noise)
+
+
+def build_av_digits(
+    seed: int = 0,
+    num_mel_bins: int = NUM_MEL_BINS,
+    image_noise: float = 0.0,
+    split_sizes: dict[str, int] | None = None,
+    image_digits: DigitMap | None = None,
+    recording_digits: DigitMap | None = None,
+) -> DatasetDict:
+    """[`load_av_digits`] with the construction open: `split_sizes` (examples per digit in each split,
+    default 200/50/50), and `image_digits` / `recording_digits`, functions `(labels, rng) -> digits`
+    that choose, per example of a split, which digit its image shows and which digit its recording
+    says (default: the label). Used by the benchmark settings (`aim_hf.data.settings`)."""
     rng = np.random.default_rng(seed)
     images, image_labels = load_mnist_5k()
     mfccs, audio_labels = load_fsdd_mfcc()
@@ -137,13 +182,17 @@ def load_av_digits(
         }
     )
     splits = {}
-    for split, pairs in _pairing(image_labels, audio_labels, rng).items():
-        image_ids, recording_ids = (list(column) for column in zip(*pairs))
+    pairing = _pairing(
+        image_labels, audio_labels, rng, split_sizes or SPLIT_SIZES, image_digits, recording_digits,
+        np.random.default_rng([seed, 2]),
+    )  # fmt: skip
+    for split, triples in pairing.items():
+        image_ids, recording_ids, labels = (list(column) for column in zip(*triples))
         splits[split] = Dataset.from_dict(
             {
                 "vision": [images[i] for i in image_ids],
                 "audio": [mfcc_to_log_mel(mfccs[r], num_mel_bins) for r in recording_ids],
-                "label": [int(audio_labels[r]) for r in recording_ids],
+                "label": labels,
                 "image_index": image_ids,
                 "recording_index": recording_ids,
             },
@@ -250,6 +299,7 @@ __all__ = [
     "MODALITIES",
     "av_digits_encoders",
     "av_digits_processor",
+    "build_av_digits",
     "default_encoder_configs",
     "load_av_digits",
     "load_fsdd_mfcc",
