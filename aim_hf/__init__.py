@@ -1,11 +1,13 @@
 """aim_hf: balanced multimodal learning (AIM, OGM-GE) for Hugging Face encoders."""
 
-from .collator import MultimodalCollator, MultimodalProcessor
+from .collator import MultimodalCollator
 from .configuration import MultimodalConfig
-from .data.spectrogram import SpectrogramFeatureExtractor  # registers it with AutoFeatureExtractor
+from .data.unimodal import BlankModalities
 from .metrics import MultimodalMetrics
 from .modeling import MultimodalModel, MultimodalOutput, register_auto_classes
 from .modulation import MODULATIONS, Modulation, build_modulation
+from .processing import MultimodalProcessor  # registers it with AutoProcessor
+from .spectrogram import SpectrogramFeatureExtractor  # registers it with AutoFeatureExtractor
 from .trainer import AIMTrainer
 from .training_args import AIMConfig
 
@@ -15,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AIMConfig",
     "AIMTrainer",
+    "BlankModalities",
     "MODULATIONS",
     "Modulation",
     "MultimodalCollator",

@@ -10,15 +10,18 @@ override the file. The same command runs under `accelerate launch -m aim_hf trai
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
 
-from aim_hf.data.av_digits import LABEL_NAMES, MODALITIES, av_digits_encoders, av_digits_processor, load_av_digits
+from aim_hf.data.av_digits import LABEL_NAMES, MODALITIES, av_digits_encoders, av_digits_processor
+from aim_hf.data.settings import load_setting
 from aim_hf.data.unimodal import BlankModalities
+from aim_hf.model_card import hub_id
 from aim_hf.training_args import AIMConfig
 
 if TYPE_CHECKING:
@@ -26,7 +29,13 @@ if TYPE_CHECKING:
 
     from aim_hf.trainer import AIMTrainer
 
-USAGE = "usage: aim-hf train [CONFIG.yaml|CONFIG.json] [--option value ...]   (aim-hf train --help lists the options)"
+TRAIN_USAGE = "aim-hf train [CONFIG.yaml|CONFIG.json] [--option value ...] [--debug]"
+USAGE = f"""usage: aim-hf COMMAND [...]
+
+commands:
+  train    train a balanced multimodal model on the embedded AV-digits data, evaluate and save it
+           ({TRAIN_USAGE}; `aim-hf train --help` lists its options)"""
+DEBUG_ENV = "AIM_HF_DEBUG"
 
 # Defaults of the command that differ from AIMConfig's: sized for the embedded data and small encoders.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -74,6 +83,14 @@ class ModelArguments:
 class DataArguments:
     """The embedded AV-digits data (see docs/av_digits.md)."""
 
+    setting: str = field(
+        default="av_digits",
+        metadata={
+            "help": "Which construction of the embedded data: 'av_digits' (as embedded), 'strong' (vision cannot "
+            "tell three digit pairs apart: a real suppression of audio) or 'hopeless' (audio near chance alone); "
+            "see docs/settings.md."
+        },
+    )
     dataset_seed: int = field(default=0, metadata={"help": "Seed of the pairing, the split and the image noise."})
     image_noise: float = field(
         default=0.0,
@@ -97,9 +114,38 @@ def _subset(dataset: Any, limit: int | None) -> Any:
 
 
 def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser((ModelArguments, DataArguments, AIMConfig), prog="aim-hf train")
+    """The `aim-hf train` parser: no abbreviated options, and the help shows the model, data and
+    modulation options first, each in its titled group, then `TrainingArguments`' own."""
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, AIMConfig),
+        prog="aim-hf train",
+        usage=TRAIN_USAGE,
+        description="A YAML/JSON file gives options too; options on the command line override the file's. "
+        f"--debug (or {DEBUG_ENV}=1) shows the traceback of an error.",
+        allow_abbrev=False,  # `--learning_rat` must not pass as `--learning_rate`
+    )
     parser.set_defaults(**TRAIN_DEFAULTS)
+    trainer_own = {f.name for f in fields(TrainingArguments)}
+    groups = [
+        ("model", ModelArguments.__doc__, {f.name for f in fields(ModelArguments)}),
+        ("data", DataArguments.__doc__, {f.name for f in fields(DataArguments)}),
+        ("modulation", "The balanced-learning method and its hyperparameters (AIMConfig).",
+         {f.name for f in fields(AIMConfig)} - trainer_own),
+        ("training", "transformers.TrainingArguments.", trainer_own),
+    ]  # fmt: skip
+    # HfArgumentParser puts every option in one group; regroup them by field (a bool's --no_x too).
+    actions = [a for a in parser._optionals._group_actions if a.dest != "help"]
+    parser._optionals._group_actions = [a for a in parser._optionals._group_actions if a.dest == "help"]
+    for title, description, names in groups:
+        group = parser.add_argument_group(title, description)
+        group._group_actions.extend(a for a in actions if a.dest in names)
     return parser
+
+
+def _check_encoder(option: str, name: str | None) -> None:
+    """Refuse an encoder that is neither a local folder nor a Hub id, before anything is loaded."""
+    if name and not os.path.isdir(name) and hub_id(name) is None:
+        raise ValueError(f"--{option} {name!r} not found: no such folder and not a Hub id.")
 
 
 def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, AIMConfig]:
@@ -120,9 +166,15 @@ def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, AI
             raise ValueError(f"{argv[0]} sets unknown options {unknown}; see `aim-hf train --help`.")
         parser.set_defaults(**values)
         argv = argv[1:]
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True
+    )
+    if unknown:
+        raise ValueError(f"unknown options {unknown} (options are not abbreviated); see `aim-hf train --help`.")
     if data_args.only_modality is not None and data_args.only_modality not in MODALITIES:
         raise ValueError(f"only_modality must be one of {MODALITIES}, got {data_args.only_modality!r}.")
+    _check_encoder("vision_encoder", model_args.vision_encoder)
+    _check_encoder("audio_encoder", model_args.audio_encoder)
     return model_args, data_args, training_args
 
 
@@ -148,7 +200,8 @@ def build_trainer(
         num_attention_heads=model_args.num_attention_heads,
         intermediate_size=model_args.intermediate_size,
     )
-    data = load_av_digits(
+    data = load_setting(
+        data_args.setting,
         seed=data_args.dataset_seed,
         num_mel_bins=encoders["audio"].config.num_mel_bins,
         image_noise=data_args.image_noise,
@@ -188,7 +241,15 @@ def train(
     """Train on AV-digits, evaluate on validation and test, save the model and processors to
     `training_args.output_dir`; returns the `eval_*` and `test_*` metrics. `callbacks` as in
     [`build_trainer`]."""
-    trainer, validation, test = build_trainer(model_args, data_args, training_args, callbacks)
+    return run(*build_trainer(model_args, data_args, training_args, callbacks))
+
+
+def run(trainer: AIMTrainer, validation: Dataset, test: Dataset) -> dict[str, float]:
+    """Train a built trainer, evaluate it on `validation` and `test`, save it; returns the metrics.
+    The console shows one compact line per log (`aim_hf.console`); the integrations get every key."""
+    from aim_hf.console import use_compact_logs
+
+    use_compact_logs(trainer)
     trainer.train()
     metrics = trainer.evaluate(validation, metric_key_prefix="eval")
     metrics.update(trainer.evaluate(test, metric_key_prefix="test"))
@@ -219,8 +280,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] != "train":
         print(f"aim-hf: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
         return 2
-    model_args, data_args, training_args = parse_train_args(argv[1:])
-    metrics = train(model_args, data_args, training_args)
+    argv = argv[1:]
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    try:  # errors of the command line (options, files, encoders): a message, not a traceback
+        model_args, data_args, training_args = parse_train_args(argv)
+        built = build_trainer(model_args, data_args, training_args)
+    except (ValueError, OSError, ImportError) as err:
+        if debug:
+            raise
+        print(f"aim-hf train: error: {err}\n(--debug or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
+        return 2
+    metrics = run(*built)
     if training_args.process_index == 0:
         print(f"\nAV-digits, modulation={training_args.modulation!r}; model saved to {training_args.output_dir}")
         print(format_results(metrics))

@@ -4,90 +4,16 @@ from __future__ import annotations
 
 import inspect
 import io
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import (
-    AutoFeatureExtractor,
-    AutoImageProcessor,
-    AutoTokenizer,
-    PreTrainedTokenizerBase,
-)
-from transformers.feature_extraction_utils import FeatureExtractionMixin
-from transformers.image_processing_utils import ImageProcessingMixin
 
-PROCESSOR_CONFIG_NAME = "multimodal_processor.json"
+from .processing import PROCESSOR_CONFIG_NAME, MultimodalProcessor, processor_kind
 
-
-def processor_kind(processor: Any) -> str:
-    """`"text"`, `"image"` or `"audio"`: which raw input a Hugging Face processor takes."""
-    if isinstance(processor, PreTrainedTokenizerBase):
-        return "text"
-    if isinstance(processor, ImageProcessingMixin):
-        return "image"
-    if isinstance(processor, FeatureExtractionMixin):
-        return "audio"
-    raise TypeError(
-        f"Unsupported processor {type(processor).__name__}: give a tokenizer, an image processor or a feature extractor."
-    )
-
-
-class MultimodalProcessor:
-    """One Hugging Face processor per modality, saved side by side (one sub-folder per modality).
-
-    Args:
-        processors: modality name -> tokenizer, image processor or feature extractor.
-    """
-
-    def __init__(self, processors: Mapping[str, Any]) -> None:
-        self.processors = dict(processors)
-        self.kinds = {m: processor_kind(p) for m, p in self.processors.items()}
-
-    @property
-    def modalities(self) -> list[str]:
-        return list(self.processors)
-
-    def __getitem__(self, modality: str) -> Any:
-        return self.processors[modality]
-
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
-        os.makedirs(save_directory, exist_ok=True)
-        files = []
-        for modality, processor in self.processors.items():
-            files += list(processor.save_pretrained(os.path.join(save_directory, modality)) or [])
-        path = os.path.join(save_directory, PROCESSOR_CONFIG_NAME)
-        with open(path, "w") as f:
-            json.dump({"modalities": self.kinds}, f, indent=2)
-        return files + [path]
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, **kwargs: Any) -> "MultimodalProcessor":
-        """Load the processors saved by `save_pretrained` (a local folder, or a Hub repo id)."""
-        if not os.path.isdir(directory):
-            from huggingface_hub import snapshot_download
-
-            directory = snapshot_download(str(directory), **kwargs)
-        with open(os.path.join(directory, PROCESSOR_CONFIG_NAME)) as f:
-            kinds = json.load(f)["modalities"]
-        loaders = {"text": AutoTokenizer.from_pretrained, "image": _load_image_processor, "audio": AutoFeatureExtractor.from_pretrained}
-        return cls({m: loaders[k](os.path.join(directory, m)) for m, k in kinds.items()})
-
-
-def _load_image_processor(path: str) -> Any:
-    """`AutoImageProcessor`, or where it needs torchvision and torchvision is missing (some
-    transformers 5.x releases), the saved class's Pillow variant loaded directly."""
-    try:
-        return AutoImageProcessor.from_pretrained(path)
-    except ImportError:
-        import transformers
-
-        with open(os.path.join(path, "preprocessor_config.json")) as f:
-            name = json.load(f)["image_processor_type"].removesuffix("Fast")
-        return getattr(transformers, name if name.endswith("Pil") else name + "Pil").from_pretrained(path)
+__all__ = ["PROCESSOR_CONFIG_NAME", "MultimodalCollator", "MultimodalProcessor", "processor_kind"]
 
 
 def _as_image(value: Any, where: str):

@@ -18,6 +18,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers.modelcard import extract_hyperparameters_from_trainer
 
+from .modulation.base import resolve_step
 from .training_args import AIMConfig
 
 if TYPE_CHECKING:
@@ -58,10 +59,24 @@ METHODS: dict[str, dict[str, Any]] = {
         },
         "citations": [OGM_GE_CITATION, AIM_CITATION],
     },
+    "opm": {
+        "title": "OPM (On-the-fly Prediction Modulation; Wei, Hu et al., TPAMI 2024)",
+        "paper": None,
+        "citations": [AIM_CITATION],
+    },
+    "mmpareto": {
+        "title": "MMPareto (Wei & Hu, ICML 2024)",
+        "paper": None,
+        "citations": [AIM_CITATION],
+    },
+    "pmr": {
+        "title": "PMR (Prototypical Modal Rebalance; Fan et al., CVPR 2023)",
+        "paper": None,
+        "citations": [AIM_CITATION],
+    },
     "none": {"title": "joint training (no modulation)", "paper": None, "citations": [AIM_CITATION]},
 }
 
-_PROCESSOR_CLASSES = {"text": "AutoTokenizer", "image": "AutoImageProcessor", "audio": "AutoFeatureExtractor"}
 _FRAMEWORKS = ("aim_hf", "transformers", "torch", "datasets", "accelerate", "huggingface_hub")
 
 
@@ -105,35 +120,79 @@ def _results(log_history: list[dict[str, Any]], modalities: list[str]) -> dict[s
     return results
 
 
-def _method_hyperparameters(args: AIMConfig) -> dict[str, Any]:
-    """The modulation schedule and the fields of the method's own prefix (`aim_*`, `ogm_*`)."""
+# The modulation object's attribute that holds the value a schedule field resolves to (its default).
+_RESOLVED = {"modulation_start": "start"}
+
+
+def _method_hyperparameters(trainer: AIMTrainer) -> dict[str, Any]:
+    """The modulation schedule, the fields of the method's own prefix (`aim_*`) and the method's own
+    options (its `Config`, given in `modulation_kwargs`), with the values the run used: an option
+    left to its default or `auto` shows what that resolved to (for a `Config` option, the
+    modulation object's attribute of the same name, where it has one)."""
+    args, modulation = trainer.args, trainer.modulation
     prefix = args.modulation.split("_")[0] + "_"
-    names = ["modulation_start", "modulation_end"] + [
-        f.name for f in dataclasses.fields(AIMConfig) if f.name.startswith(prefix)
-    ]
-    return {name: "method default" if getattr(args, name) is None else getattr(args, name) for name in names}
+    given_used: dict[str, tuple[Any, Any]] = {}
+    for name in ["modulation_start", "modulation_end"]:
+        given = getattr(args, name)
+        given_used[name] = (given, getattr(modulation, _RESOLVED[name]) if name in _RESOLVED else given)
+    for f in dataclasses.fields(AIMConfig):
+        if f.name.startswith(prefix):
+            given_used[f.name] = (getattr(args, f.name),) * 2
+    for f in dataclasses.fields(modulation.config):
+        given = getattr(modulation.config, f.name)
+        given_used[f.name] = (given, getattr(modulation, f.name, given))
+    values: dict[str, Any] = {}
+    for name, (given, used) in given_used.items():
+        shown = used
+        if name in ("modulation_start", "modulation_end") and used is None:
+            shown = "never"
+        elif name in ("modulation_start", "modulation_end") and used < 1:  # a fraction of the steps
+            shown = f"{used} (step {resolve_step(used, trainer.state.max_steps)})"
+        values[name] = f"{shown} (`{given}`)" if given is not None and given != used else shown
+    return values
+
+
+def _usage_call(modality: str, kind: str | None, processor: Any, column: str) -> str:
+    """The processor call of one training row's value, as the collator makes it."""
+    value = f'example["{column}"]'
+    if kind == "image":
+        return f'processor["{modality}"](images={value}.convert("RGB"), return_tensors="pt")'
+    if kind == "audio" and getattr(processor, "sampling_rate", None) is not None:
+        return (
+            f'processor["{modality}"]({value}["array"], sampling_rate={value}["sampling_rate"], return_tensors="pt")'
+        )
+    return f'processor["{modality}"]({value}, return_tensors="pt")'  # text, or a spectrogram as stored
+
+
+def _source(name_or_path: str) -> str:
+    """Where an encoder's weights came from, in the card's words."""
+    if hub_id(name_or_path):
+        return f"[{name_or_path}](https://huggingface.co/{name_or_path})"
+    return f"`{name_or_path}` (local folder)" if name_or_path else "built from a config (random init)"
 
 
 def _encoders(trainer: AIMTrainer) -> list[dict[str, Any]]:
     model = trainer.accelerator.unwrap_model(trainer.model)
     processor = trainer.processing_class
     kinds = getattr(processor, "kinds", {})
+    collator = getattr(trainer.data_collator, "collator", trainer.data_collator)  # BlankModalities wraps one
+    columns = getattr(collator, "columns", {})
     encoders = []
     for m in model.modalities:
         config = model.config.encoder_configs[m]
         kind = kinds.get(m)
-        rate = getattr(processor[m], "sampling_rate", None) if kind == "audio" else None
-        calls = {"text": '"a sentence"', "image": "image", "audio": f"waveform, sampling_rate={rate}"}
         encoders.append(
             {
                 "modality": m,
                 "hub_id": hub_id(config.name_or_path),
-                "architecture": (config.architectures or [config.model_type])[0],
+                "source": _source(config.name_or_path),
+                "architecture": (config.architectures or [type(model.encoders[m]).__name__])[0],
                 "depth_groups": ", ".join(
                     str(g.start) if len(g) == 1 else f"{g.start}–{g.stop - 1}" for g in model.depth_groups(m)
                 ),
-                "processor": _PROCESSOR_CLASSES.get(kind, "AutoProcessor"),
-                "call": calls.get(kind, f"{m}_input"),
+                "processor": type(processor[m]).__name__ if kind else "–",
+                "column": columns.get(m, m),
+                "call": _usage_call(m, kind, processor[m] if kind else None, columns.get(m, m)),
             }
         )
     return encoders
@@ -210,11 +269,10 @@ def build_model_card(
         labels=_labels(model.config.id2label),
         fusion=model.config.fusion,
         encoders=encoders,
-        processor_classes=sorted({e["processor"] for e in encoders}),
         dataset_name=dataset,
         dataset_is_hub_id="/" in (dataset or "") and hub_id(dataset) is not None,
         method=method,
-        method_hyperparameters=_method_hyperparameters(args),
+        method_hyperparameters=_method_hyperparameters(trainer),
         hyperparameters=extract_hyperparameters_from_trainer(trainer),
         versions=_versions(),
         citations=method["citations"],

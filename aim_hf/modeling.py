@@ -12,7 +12,8 @@ This file imports only torch/transformers and `configuration.py`, so it can trav
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping
+import warnings
+from collections.abc import Collection, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -102,6 +103,9 @@ class _EncoderDepths:
     def __init__(self, encoder: nn.Module, num_groups: int, path: str | None) -> None:
         self.layer_path, self.layers = find_layer_list(encoder, path)
         self.groups = split_depth_groups(len(self.layers), num_groups)
+        # Whether a layer returns a bare tensor (else a tuple led by it): set by every forward, and
+        # needed to feed a given hidden state in place of a layer's output (`encode_from_depth`).
+        self.tensor_outputs: bool | None = None
         # Unit modules per group, named relative to the encoder (these names key `unit_masks`).
         self.unit_modules: list[dict[str, nn.Module]] = []
         self.group_of: dict[str, int] = {}
@@ -203,6 +207,19 @@ class FiLMFusion(_Fusion):
 
 
 FUSION_CLASSES = {"concat": ConcatFusion, "sum": SumFusion, "gated": GatedFusion, "film": FiLMFusion}
+
+
+def _zero_token_embeddings(encoder: nn.Module) -> list[str]:
+    """The class/distillation tokens and position embeddings of `encoder` that are all zero: left so
+    they make every input start from the same tokens (and an all-zero patch gives an all-zero token)."""
+    embeddings = getattr(encoder, "embeddings", None)
+    if not isinstance(embeddings, nn.Module):
+        return []
+    return [
+        name
+        for name, param in embeddings.named_parameters()
+        if name.endswith(("token", "position_embeddings")) and not param.any()
+    ]
 
 
 def build_encoder(config: Any) -> PreTrainedModel:
@@ -328,6 +345,13 @@ class MultimodalModel(PreTrainedModel):
             elif not isinstance(enc, PreTrainedModel):
                 raise TypeError(f"Encoder {m!r} must be a model id, a path or a PreTrainedModel, got {type(enc)}.")
             loaded[m] = enc
+            zero = _zero_token_embeddings(enc)
+            if zero:
+                warnings.warn(
+                    f"The {m!r} encoder's {', '.join(zero)} are all zero (an AST built from a config leaves them so): "
+                    "initialise them, e.g. with aim_hf.data.av_digits._init_token_embeddings(encoder).",
+                    stacklevel=2,
+                )
         if num_labels is not None:
             config_kwargs["num_labels"] = num_labels
         config = MultimodalConfig(
@@ -429,6 +453,7 @@ class MultimodalModel(PreTrainedModel):
         for g, layer_range in enumerate(depths.groups):
             def hook(module, args, output, g=g):
                 store[g] = output
+                depths.tensor_outputs = isinstance(output, torch.Tensor)
             handles.append(depths.layers[layer_range[-1]].register_forward_hook(hook))
         try:
             yield
@@ -443,21 +468,20 @@ class MultimodalModel(PreTrainedModel):
         pooled = [self._pool(modality, _hidden(store[g]), inputs) for g in range(len(self._depths[modality].groups))]
         return pooled, store
 
-    def _encode_masked(
-        self, modality: str, inputs: Mapping[str, Any], masks: Mapping[str, torch.Tensor], cache: dict[int, Any]
+    def _run_replayed(
+        self,
+        modality: str,
+        inputs: Mapping[str, Any],
+        replay_until: int,
+        replayed: Any,
+        masks: Mapping[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Final feature of `modality` with the units in `masks` switched off, recomputed from the
-        first masked depth group: the layers before it replay the normal pass's output."""
+        """Pooled final feature of `modality`'s encoder run on `inputs` with layers `[0, replay_until)`
+        returning `replayed` instead of computing, and the units in `masks` switched off."""
         depths = self._depths[modality]
-        unknown = [name for name in masks if name not in depths.group_of]
-        if unknown:
-            raise ValueError(f"unit_masks for {modality!r} name modules outside its depth groups: {unknown[:3]}")
-        start = min(depths.group_of[name] for name in masks)
-        replay_until = depths.groups[start][0]  # layers [0, replay_until) are not recomputed
-        replayed = cache[start - 1] if start > 0 else None
         store: dict[int, Any] = {}
         with ExitStack() as stack:
-            for name, mask in masks.items():
+            for name, mask in (masks or {}).items():
                 handle = depths.unit_modules[depths.group_of[name]][name].register_forward_hook(_apply_unit_mask(mask))
                 stack.callback(handle.remove)
             for i in range(replay_until):
@@ -468,10 +492,47 @@ class MultimodalModel(PreTrainedModel):
             self.encoders[modality](**inputs)
         return self._pool(modality, _hidden(store[len(depths.groups) - 1]), inputs)
 
+    def _encode_masked(
+        self, modality: str, inputs: Mapping[str, Any], masks: Mapping[str, torch.Tensor], cache: dict[int, Any]
+    ) -> torch.Tensor:
+        """Final feature of `modality` with the units in `masks` switched off, recomputed from the
+        first masked depth group: the layers before it replay the normal pass's output."""
+        depths = self._depths[modality]
+        unknown = [name for name in masks if name not in depths.group_of]
+        if unknown:
+            raise ValueError(f"unit_masks for {modality!r} name modules outside its depth groups: {unknown[:3]}")
+        start = min(depths.group_of[name] for name in masks)
+        replayed = cache[start - 1] if start > 0 else None
+        return self._run_replayed(modality, inputs, depths.groups[start][0], replayed, masks)
+
+    def depth_outputs(self, modality: str, inputs: Mapping[str, Any]) -> list[torch.Tensor]:
+        """The raw (unpooled) output of each depth group of `modality`'s encoder on `inputs`: tokens
+        `(batch, length, width)` for a transformer, `(batch, channels, height, width)` for a CNN stage."""
+        _, store = self._encode(modality, inputs)
+        return [_hidden(store[g]) for g in range(len(self._depths[modality].groups))]
+
+    def encode_from_depth(
+        self, modality: str, depth: int, hidden: torch.Tensor, inputs: Mapping[str, Any]
+    ) -> torch.Tensor:
+        """Pooled final feature of `modality` when the output of depth group `depth` is `hidden`: the
+        layers after that group run on it, the earlier ones are replayed (not computed). `inputs`
+        only drive the encoder's call (its embeddings run, their output is unused) and its masks:
+        they must fit `hidden`'s batch and length. Used by AIM to decode learned prototypes."""
+        depths = self._depths[modality]
+        if depth == len(depths.groups) - 1:
+            return self._pool(modality, hidden, inputs)
+        if depths.tensor_outputs is None:
+            raise RuntimeError(f"encode_from_depth({modality!r}) needs one normal forward of the model first.")
+        replayed = hidden if depths.tensor_outputs else (hidden,)
+        return self._run_replayed(modality, inputs, depths.groups[depth][-1] + 1, replayed)
+
     def forward(
         self,
         labels: torch.Tensor | None = None,
         unit_masks: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+        auxiliary_detach: Collection[str] = (),
+        auxiliary_head_grad: bool = True,
+        feature_keep: Mapping[str, torch.Tensor] | None = None,
         **modality_inputs: Mapping[str, torch.Tensor],
     ) -> MultimodalOutput:
         r"""
@@ -480,6 +541,15 @@ class MultimodalModel(PreTrainedModel):
             unit_masks (`dict[str, dict[str, torch.Tensor]]`, *optional*): modality -> {unit module
                 name (see [`unit_modules`]) -> 0/1 mask over its output units}. When given, an
                 auxiliary pass with those units switched off is run and `auxiliary_logits` returned.
+            auxiliary_detach (`Collection[str]`, *optional*): modalities whose features enter the
+                auxiliary fusion detached, so that a loss on `auxiliary_logits` does not reach their
+                encoders (a masked one is then recomputed without a graph).
+            auxiliary_head_grad (`bool`, *optional*, defaults to `True`): `False` runs the auxiliary
+                fusion with detached parameters: a loss on `auxiliary_logits` does not reach the head.
+            feature_keep (`dict[str, torch.Tensor]`, *optional*): modality -> `(batch,)` 0/1 mask; a
+                sample's final feature of that modality enters the fusion multiplied by it (0: dropped,
+                as OPM drops the dominant modality). The probes and `depth_features` see the features
+                unmasked. The trainer passes it in training only.
             **modality_inputs: one keyword per modality (e.g. `vision=`, `audio=`, `text=`), each the
                 dict of tensors its encoder takes (`pixel_values`, `input_values`, `input_ids`,
                 `attention_mask`, ...), as the [`MultimodalCollator`] builds it.
@@ -489,16 +559,27 @@ class MultimodalModel(PreTrainedModel):
         for m in self.modalities:
             depth_features[m], caches[m] = self._encode(m, modality_inputs[m])
         features = {m: feats[-1] for m, feats in depth_features.items()}
-        logits, modality_logits = self.fusion(features)
+        fused_input = dict(features)
+        unknown_keep = [m for m in feature_keep or {} if m not in features]
+        if unknown_keep:
+            raise ValueError(f"feature_keep names modalities the model does not have: {unknown_keep}")
+        for m, keep in (feature_keep or {}).items():
+            fused_input[m] = features[m] * keep.to(features[m].dtype).view(-1, *(1,) * (features[m].dim() - 1))
+        logits, modality_logits = self.fusion(fused_input)
         probe_logits = {m: self.probes[m](f.detach()) for m, f in features.items()}
 
         auxiliary_logits = None
         active_masks = {m: masks for m, masks in (unit_masks or {}).items() if masks}
         if active_masks:
-            aux_features = dict(features)
+            aux_features = {m: f.detach() if m in auxiliary_detach else f for m, f in features.items()}
             for m, masks in active_masks.items():
-                aux_features[m] = self._encode_masked(m, modality_inputs[m], masks, caches[m])
-            auxiliary_logits, _ = self.fusion(aux_features)
+                with torch.set_grad_enabled(torch.is_grad_enabled() and m not in auxiliary_detach):
+                    aux_features[m] = self._encode_masked(m, modality_inputs[m], masks, caches[m])
+            if auxiliary_head_grad:
+                auxiliary_logits, _ = self.fusion(aux_features)
+            else:
+                frozen = {name: p.detach() for name, p in self.fusion.named_parameters()}
+                auxiliary_logits, _ = torch.func.functional_call(self.fusion, frozen, (aux_features,))
 
         loss = fused_loss = None
         if labels is not None:

@@ -24,6 +24,20 @@ _TRAINER_PREFIXES = ("loss/", "probe_accuracy/")
 
 Curve = list[tuple[int, float]]
 
+# Words for the parts of the modulation keys, for plot titles and legends.
+_METHOD_WORDS = {"aim": "AIM", "ogm": "OGM-GE", "unimodal": "Unimodal losses"}
+_QUANTITY_WORDS = {
+    "lambda": "modulation strength λ",
+    "mu": "strength μ (symmetric PAM)",
+    "score": "score",
+    "ratio": "score ratio ρ",
+    "coeff": "gradient coefficient k",
+    "masked_fraction": "fraction of units masked",
+    "aux_loss": "auxiliary loss",
+    "prototype_loss": "prototype loss",
+    "loss": "loss",
+}
+
 
 def load_log_history(source: str | os.PathLike | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The `log_history` of a run: from a `trainer_state.json`, a folder holding one (a checkpoint),
@@ -67,16 +81,33 @@ def accuracy_curves(log_history: Sequence[Mapping[str, Any]]) -> dict[str, Curve
 def modulation_curves(log_history: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Curve]]:
     """Modulation metrics grouped into panels: a key `a/b/c` is the line `c` of panel `a/b`, so AIM's
     `aim/lambda/vision/depth_2` is the line `depth_2` of panel `aim/lambda/vision` and OGM-GE's
-    `ogm/coeff/audio` the line `audio` of panel `ogm/coeff`."""
+    `ogm/coeff/audio` the line `audio` of panel `ogm/coeff`. On/off flags (`aim/active`) that never
+    change are left out: such a line says nothing a panel is worth."""
     panels: dict[str, dict[str, Curve]] = {}
     for key in _keys(log_history):
         if "/" not in key or key.startswith(_TRAINER_PREFIXES):
             continue
         points = _points(log_history, key)
+        if key.endswith("/active") and len({value for _, value in points}) <= 1:
+            continue
         if points:
             panel, line = key.rsplit("/", 1)
             panels.setdefault(panel, {})[line] = points
     return panels
+
+
+def panel_title(panel: str) -> str:
+    """A panel's title in words: `aim/lambda/vision` -> "AIM: modulation strength λ (vision)"."""
+    method, *rest = panel.split("/")
+    title = _METHOD_WORDS.get(method, method)
+    if rest:
+        title += ": " + _QUANTITY_WORDS.get(rest[0], rest[0].replace("_", " "))
+    return title + "".join(f" ({part})" for part in rest[1:])
+
+
+def _line_label(line: str) -> str:
+    """A legend entry in words: `depth_2` -> "depth 2", `aux_loss` -> "auxiliary loss"."""
+    return _QUANTITY_WORDS.get(line, line.replace("_", " "))
 
 
 def _draw(ax: Any, curves: Mapping[str, Curve], styles: Mapping[str, dict[str, Any]] | None = None) -> None:
@@ -131,8 +162,8 @@ def plot_modulation(source: str | os.PathLike | Sequence[Mapping[str, Any]], pat
     )
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, (panel, curves) in zip(axes, panels.items()):
-        _draw(ax, curves)
-        ax.set_title(panel, fontsize="medium")
+        _draw(ax, {_line_label(line): points for line, points in curves.items()})
+        ax.set_title(panel_title(panel), fontsize="medium")
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     figure.savefig(path, dpi=100)
@@ -155,6 +186,7 @@ __all__ = [
     "accuracy_curves",
     "load_log_history",
     "modulation_curves",
+    "panel_title",
     "plot_accuracy",
     "plot_modulation",
     "plot_run",

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, sort_checkpoints
 from transformers.utils import logging
@@ -19,7 +19,7 @@ from .metrics import MultimodalMetrics
 from .model_card import MODEL_CARD_NAME, write_model_card
 from .modeling import MultimodalModel, MultimodalOutput
 from .modulation import build_modulation
-from .modulation.base import all_reduce_sum
+from .modulation.base import all_reduce_sum, modality_param_groups
 from .training_args import AIMConfig
 
 logger = logging.get_logger(__name__)
@@ -33,15 +33,18 @@ class PushToHubError(RuntimeError):
 
 class AIMTrainer(Trainer):
     """Trainer for [`MultimodalModel`] with balanced multimodal learning (`args.modulation`:
-    `"aim"`, `"ogm_ge"` or `"none"`).
+    `"aim"`, `"ogm_ge"`, `"opm"`, `"mmpareto"`, `"pmr"`, `"unimodal_losses"` or `"none"`; the method's own
+    options in `args.modulation_kwargs`).
 
     Beyond `Trainer` it: runs the modulation method at its hook points (see
-    `aim_hf.modulation.base`); logs the loss components, each probe's training accuracy and the
-    method's metrics (averaged over the logging interval, reduced across processes); saves the
-    method's state in every checkpoint and restores it on `train(resume_from_checkpoint=...)`; and
-    defaults `compute_metrics` to fused and per-probe accuracy / macro-F1 and the collator to a
-    [`MultimodalCollator`] over `processing_class` (a [`MultimodalProcessor`]). Every saved model
-    gets a model card with plots (`aim_hf.model_card`); a failed Hub push raises `PushToHubError`.
+    `aim_hf.modulation.base`); gives each modality's encoder its own optimizer parameter groups
+    (`create_optimizer`), whose learning rate a method can scale for a step; logs the loss
+    components, each probe's training accuracy and the method's metrics (averaged over the logging
+    interval, reduced across processes); saves the method's state in every checkpoint and restores
+    it on `train(resume_from_checkpoint=...)`; and defaults `compute_metrics` to fused and per-probe
+    accuracy / macro-F1 and the collator to a [`MultimodalCollator`] over `processing_class` (a
+    [`MultimodalProcessor`]). Every saved model gets a model card with plots (`aim_hf.model_card`);
+    a failed Hub push raises `PushToHubError`.
     """
 
     # compute_loss returns the mean over the micro-batch; Trainer divides it by the accumulation steps.
@@ -83,8 +86,46 @@ class AIMTrainer(Trainer):
         # read only this flag).
         self.model_accepts_loss_kwargs = False
         self.modulation = build_modulation(args.modulation, model, args)
+        self.add_callback(_ModalityLearningRates(self))
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._step_stats: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------------------ the optimizer
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """Trainer's optimizer, with each modality's encoder parameters in their own parameter groups
+        (see `_parameter_groups`), so that a method can scale one encoder's update
+        (`Modulation.lr_scales`). Optimizers that Trainer builds from something other than parameter
+        groups (factories such as Muon, GaLore, LOMO, layer-wise ones) and bitsandbytes' 8-bit ones
+        keep Trainer's two groups. Then the modulation sees the optimizer (`Modulation.use_optimizer`)."""
+        opt_model = self.model if model is None else model
+        if self.optimizer is None:
+            cls, kwargs = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            plain = isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and "bitsandbytes" not in str(cls)
+            if plain and not kwargs.keys() & {"params", "model", "optimizer_dict"}:
+                self.optimizer = cls(self._parameter_groups(opt_model), **kwargs)
+        optimizer = super().create_optimizer(model)
+        warning = self.modulation.use_optimizer(optimizer)
+        if warning:
+            logger.warning_once(warning)
+        return optimizer
+
+    def _parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The trainable parameters split, as Trainer does, into weight decay / no decay, and each
+        half further by owner: one group per modality's encoder, tagged `"modality": m`, then the
+        heads, fusion and probes, tagged None. Empty groups are left out."""
+        decay = set(self.get_decay_parameter_names(model))
+        unwrapped = self.accelerator.unwrap_model(model)
+        owner = {id(p): m for m in unwrapped.modalities for p in unwrapped.encoders[m].parameters()}
+        params: dict[tuple[str | None, bool], list[nn.Parameter]] = defaultdict(list)
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                params[owner.get(id(p)), name in decay].append(p)
+        return [
+            {"params": params[m, decays], "weight_decay": self.args.weight_decay if decays else 0.0, "modality": m}
+            for m in [*unwrapped.modalities, None]
+            for decays in (True, False)
+            if params[m, decays]
+        ]
 
     # ------------------------------------------------------------------------------ the step
     def compute_loss(
@@ -95,11 +136,13 @@ class AIMTrainer(Trainer):
         num_items_in_batch: Any = None,
     ):
         training = model.training
+        if inputs.get("labels") is None:
+            raise ValueError("The batch has no 'labels': AIMTrainer needs a label for every example.")
+        if training:
+            self.modulation.begin_micro_batch(self.state.global_step, inputs["labels"], self._grad_scale())
         extra = self.modulation.forward_kwargs() if training else {}
         outputs: MultimodalOutput = model(**inputs, **extra)
         loss = outputs.loss
-        if loss is None:
-            raise ValueError("The batch has no 'labels': AIMTrainer needs a label for every example.")
         if training:
             labels = inputs["labels"]
             extra_loss = self.modulation.compute_loss(outputs, labels)
@@ -128,11 +171,14 @@ class AIMTrainer(Trainer):
             stats = torch.stack(values)
         self._step_stats = stats if self._step_stats is None else self._step_stats + stats
 
+    def _grad_scale(self) -> float | None:
+        """The GradScaler's scale under fp16 loss scaling (constant within an optimizer step), else None."""
+        scaler = getattr(self.accelerator, "scaler", None)
+        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None
+
     def _end_of_step(self) -> None:
         model = self.accelerator.unwrap_model(self.model)
-        scaler = getattr(self.accelerator, "scaler", None)
-        grad_scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None
-        metrics = self.modulation.step(model, self.state.global_step, self.state.max_steps, grad_scale)
+        metrics = self.modulation.step(model, self.state.global_step, self.state.max_steps, self._grad_scale())
         if self._step_stats is not None:
             stats = all_reduce_sum(self._step_stats).tolist()
             self._step_stats = None
@@ -309,6 +355,32 @@ class AIMTrainer(Trainer):
             raise
         except Exception as err:  # any failure to reach or use the Hub: say what is safe and what to check
             raise self._push_failed("push to", err) from err
+
+
+class _ModalityLearningRates(TrainerCallback):
+    """Applies the modulation's `lr_scales()` to the encoders' parameter groups for one optimizer
+    step: set at `on_pre_optimizer_step` (gradients final, right before `optimizer.step()`), restored
+    at `on_optimizer_step` (right after it, before the scheduler steps), so that neither the
+    scheduler nor a checkpoint ever sees a scaled learning rate."""
+
+    def __init__(self, trainer: AIMTrainer) -> None:
+        self.trainer = trainer
+        self._saved: list[tuple[dict[str, Any], Any]] = []
+
+    def on_pre_optimizer_step(self, args: AIMConfig, state: Any, control: Any, **kwargs: Any) -> None:
+        scales = self.trainer.modulation.lr_scales()
+        if not scales:
+            return
+        groups = modality_param_groups(self.trainer.optimizer, required=scales)
+        for m, k in scales.items():
+            for group in groups[m]:
+                self._saved.append((group, group["lr"]))
+                group["lr"] = group["lr"] * k
+
+    def on_optimizer_step(self, args: AIMConfig, state: Any, control: Any, **kwargs: Any) -> None:
+        for group, lr in self._saved:
+            group["lr"] = lr
+        self._saved.clear()
 
 
 def leave_process_group() -> None:

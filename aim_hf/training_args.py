@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -11,7 +12,12 @@ from transformers import TrainingArguments
 class AIMConfig(TrainingArguments):
     r"""Training arguments of [`AIMTrainer`]: every [`~transformers.TrainingArguments`] field, plus
     the balanced-learning method and its hyperparameters. Defaults follow `AIM_SPEC.md` (AIM) and
-    the OGM-GE reference code.
+    each method's reference code.
+
+    A method's own hyperparameters are not fields here: they travel in `modulation_kwargs` and are
+    checked against the method's `Config` dataclass (`aim_hf.modulation.base`), e.g.
+    `AIMConfig(modulation="ogm_ge", modulation_kwargs={"alpha": 0.3})` or on the command line
+    `--modulation ogm_ge --modulation_kwargs '{"alpha": 0.3}'`. (AIM's `aim_*` fields move there later.)
 
     `remove_unused_columns` defaults to `False`: the raw modality columns (images, audio, text) are
     consumed by the [`MultimodalCollator`], not by the model's `forward`.
@@ -19,7 +25,11 @@ class AIMConfig(TrainingArguments):
 
     modulation: str = field(
         default="aim",
-        metadata={"help": "Balanced-learning method: 'aim', 'ogm_ge' or 'none' (plain joint training)."},
+        metadata={
+            "help": "Balanced-learning method: 'aim', 'ogm_ge', 'opm', 'mmpareto', 'pmr', 'unimodal_losses' "
+            "(joint training plus each modality's own cross-entropy) or 'none' (plain joint training); "
+            "docs/methods/<method>.md."
+        },
     )
     modulation_start: float | None = field(
         default=None,
@@ -32,16 +42,13 @@ class AIMConfig(TrainingArguments):
         default=None,
         metadata={"help": "Optimizer step at which the modulation stops (< 1: a fraction of all steps). Default: never."},
     )
-    # OGM-GE
-    ogm_alpha: float = field(default=0.8, metadata={"help": "OGM-GE: alpha in k = 1 - tanh(alpha * rho)."})
-    ogm_noise: bool = field(
-        default=True, metadata={"help": "OGM-GE: add Gaussian noise N(0, std(grad)) (GE); False gives plain OGM."}
-    )
-    ogm_conv_only: bool = field(
-        default=False,
+    modulation_kwargs: dict | str | None = field(
+        default=None,
         metadata={
-            "help": "OGM-GE: modulate only 4-D (convolution) gradients, as the reference code does. The default "
-            "modulates every encoder parameter (the reference's choice does nothing to a transformer)."
+            "help": "The method's own hyperparameters, as a JSON object (a mapping in a YAML/JSON config file), "
+            'e.g. \'{"alpha": 0.3}\' for ogm_ge. Each method lists its options in the dataclass `Config` beside '
+            "it (docs/methods/<method>.md); an unknown key fails with the method's options. AIM still takes its "
+            "aim_* options."
         },
     )
     # AIM
@@ -64,6 +71,57 @@ class AIMConfig(TrainingArguments):
         default=0.9,
         metadata={"help": "AIM: EMA momentum of the prototypes, the depth scores and the unit importances."},
     )
+    aim_prototypes: str = field(
+        default="learned",
+        metadata={
+            "help": "AIM (DAP): 'learned': per modality, depth and class a tensor in that depth's output space, "
+            "optimised by cross-entropy through the frozen rest of the network; 'class_mean': EMA of the class "
+            "means of the pooled features (the first reading, an ablation)."
+        },
+    )
+    aim_prototype_tokens: int = field(
+        default=2,
+        metadata={
+            "help": "AIM (DAP, learned): tokens of a prototype at a transformer depth; side of its square map at a "
+            "convolutional stage."
+        },
+    )
+    aim_prototype_every: int = field(
+        default=25, metadata={"help": "AIM (DAP, learned): refresh the prototypes every this many optimizer steps."}
+    )
+    aim_prototype_iters: int = field(
+        default=5, metadata={"help": "AIM (DAP, learned): Adam iterations per refresh (warm-started)."}
+    )
+    aim_prototype_lr: float = field(default=0.1, metadata={"help": "AIM (DAP, learned): Adam's learning rate."})
+    aim_pam: str = field(
+        default="symmetric",
+        metadata={
+            "help": "AIM (PAM): 'symmetric': every modality weaker than the strongest at a depth also gets an "
+            "Auxiliary Block there, of strength tanh(alpha * (1 - s / s_max)); 'dominant': only the modalities "
+            "stronger than the weakest (the first reading)."
+        },
+    )
+    aim_aux_trains: str = field(
+        default="all",
+        metadata={
+            "help": "AIM: what the auxiliary loss trains: 'all' (the head and every encoder), 'no_head' (the "
+            "encoders only), 'weak_only' (only the encoders of the modalities dominant at no depth)."
+        },
+    )
+    aim_aux_mode: str = field(
+        default="add",
+        metadata={
+            "help": "AIM: 'add': L = L_mm + beta_aux * L_aux; 'replace': in steps with an auxiliary pass the joint "
+            "loss is taken on the auxiliary logits instead (L = L_aux, beta_aux unused)."
+        },
+    )
+    aim_mask_by: str = field(
+        default="high",
+        metadata={
+            "help": "AIM (PAM): which units an Auxiliary Block switches off: 'high' (the most important, so that "
+            "L_aux trains the under-optimized ones) or 'low' (the least important)."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Keep the raw modality columns for the collator (the model's forward takes none of them)."},
@@ -77,9 +135,29 @@ class AIMConfig(TrainingArguments):
             raise ValueError(f"Unknown modulation {self.modulation!r}: choose one of {', '.join(MODULATIONS)}.")
         if self.modulation_start is not None and self.modulation_start < 0:
             raise ValueError(f"modulation_start must be >= 0, got {self.modulation_start}.")
+        if isinstance(self.modulation_kwargs, str):
+            try:
+                self.modulation_kwargs = json.loads(self.modulation_kwargs)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"modulation_kwargs is not a JSON object: {err}.") from None
+        if self.modulation_kwargs is None:
+            self.modulation_kwargs = {}
+        if not isinstance(self.modulation_kwargs, dict):
+            raise ValueError(f"modulation_kwargs must be a JSON object / mapping, got {self.modulation_kwargs!r}.")
+        MODULATIONS[self.modulation].make_config(self.modulation_kwargs)  # fail at parse time, not in the trainer
         if self.aim_r_max < 0 or self.aim_r_max > 1:
             raise ValueError(f"aim_r_max must lie in [0, 1], got {self.aim_r_max}.")
         if not 0 <= self.aim_min_lambda < 1:
             raise ValueError(f"aim_min_lambda must lie in [0, 1), got {self.aim_min_lambda}.")
         if not 0 <= self.aim_momentum < 1:
             raise ValueError(f"aim_momentum must lie in [0, 1), got {self.aim_momentum}.")
+        from .modulation.aim import AIM_CHOICES
+
+        for name, choices in AIM_CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"Unknown {name} {getattr(self, name)!r}: choose one of {', '.join(choices)}.")
+        for name in ("aim_prototype_tokens", "aim_prototype_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.aim_prototype_iters < 0:
+            raise ValueError(f"aim_prototype_iters must be >= 0, got {self.aim_prototype_iters}.")

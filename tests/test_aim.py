@@ -15,6 +15,8 @@ from aim_hf.modulation import build_modulation
 from tiny import NUM_LABELS, make_rows
 
 TWO = ("vision", "audio")
+# The first reading (class-mean prototypes, dominant-only PAM), which the hand-made statistics test.
+FIRST = dict(aim_prototypes="class_mean", aim_pam="dominant")
 QK_PARTNER = {"q_proj": "k_proj", "k_proj": "q_proj"}
 
 
@@ -43,7 +45,7 @@ def _class_means(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def test_prototypes_scores_and_strengths_match_direct_computation(build_model, make_args):
     torch.manual_seed(0)
-    args = make_args(modulation="aim", modulation_start=0, aim_alpha=1.5, aim_tau=0.1, aim_momentum=0.9)
+    args = make_args(modulation="aim", modulation_start=0, aim_alpha=1.5, aim_tau=0.1, aim_momentum=0.9, **FIRST)
     aim = build_modulation("aim", build_model(TWO), args)
     # Step 0: two micro-batches seed the prototypes with the class means; no score yet.
     labels_a, labels_b = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 2])
@@ -102,7 +104,7 @@ def unit_importance(module: torch.nn.Module) -> torch.Tensor:
 def test_importance_and_masks_pick_the_most_important_units(build_model, make_args):
     torch.manual_seed(0)
     model = build_model(TWO)
-    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=0, aim_r_max=0.5))
+    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=0, aim_r_max=0.5, **FIRST))
     units = {m: {n: mod for group in model.unit_modules(m) for n, mod in group.items()} for m in TWO}
     expected = {}
     for step in range(2):
@@ -117,7 +119,7 @@ def test_importance_and_masks_pick_the_most_important_units(build_model, make_ar
                 value = unit_importance(module)
                 expected[m, name] = value if step == 0 else 0.9 * expected[m, name] + 0.1 * value
     # fp16: gradients still scaled by the GradScaler's factor are divided by it.
-    scaled = build_modulation("aim", model, make_args(modulation="aim"))
+    scaled = build_modulation("aim", model, make_args(modulation="aim", **FIRST))
     for p, g in grads.items():
         p.grad = g * 1024.0
     scaled._update_importance(grad_scale=1024.0)
@@ -155,7 +157,7 @@ def test_masks_only_inside_the_modulation_window(build_model, make_args):
     """Statistics accumulate from step 0; masks exist only for steps in [start, end)."""
     torch.manual_seed(0)
     model = build_model(TWO)
-    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=2, modulation_end=4))
+    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=2, modulation_end=4, **FIRST))
     assert build_modulation("aim", model, make_args(modulation="aim")).start == 0.1  # AIM's default warm-up
     has_masks = []
     for step in range(5):
@@ -314,11 +316,13 @@ def test_trains_three_modalities(build_model, build_processor, build_dataset, ma
         assert f"aim/score/{m}/depth_3" in log and f"probe_accuracy/{m}" in log
 
 
-def test_lambda_rises_for_the_informative_modality(build_model, build_processor, build_dataset, make_args):
-    """Two modalities, vision label-informative and audio noise: AIM modulates vision only."""
+@pytest.mark.parametrize("pam", ["symmetric", "dominant"])
+def test_lambda_rises_for_the_informative_modality(pam, build_model, build_processor, build_dataset, make_args):
+    """Two modalities, vision label-informative and audio noise: DAM's lambda modulates vision only;
+    symmetric PAM also gives audio, the weak one, a smaller Auxiliary Block of strength mu."""
     trainer = _train(
         build_model, build_processor, build_dataset, make_args, TWO, informative=("vision",),
-        modulation="aim", modulation_start=0, max_steps=5, logging_steps=1,
+        modulation="aim", modulation_start=0, max_steps=5, logging_steps=1, aim_pam=pam,
     )
     logs = [log for log in trainer.state.log_history if "loss" in log]
     assert logs[0]["aim/lambda/vision/depth_3"] == 0.0  # no prototype before the first step
@@ -327,5 +331,14 @@ def test_lambda_rises_for_the_informative_modality(build_model, build_processor,
         assert last[f"aim/lambda/vision/depth_{d}"] > 0.1
         assert last[f"aim/lambda/audio/depth_{d}"] == 0.0
         assert last[f"aim/score/vision/depth_{d}"] > last[f"aim/score/audio/depth_{d}"]
-    assert last["aim/masked_fraction/vision"] > 0 and last["aim/masked_fraction/audio"] == 0
     assert math.isfinite(last["aim/aux_loss"])
+    if pam == "dominant":
+        assert last["aim/masked_fraction/vision"] > 0 and last["aim/masked_fraction/audio"] == 0
+        assert not any(key.startswith("aim/mu/") for key in last)
+        return
+    assert last["aim/masked_fraction/vision"] > last["aim/masked_fraction/audio"] > 0
+    scores = trainer.modulation.scores
+    for d in range(4):
+        mu = math.tanh(1.0 * (1 - scores["audio"][d].item() / scores["vision"][d].item()))
+        assert last[f"aim/mu/audio/depth_{d}"] == pytest.approx(mu, rel=1e-5)
+        assert last[f"aim/mu/vision/depth_{d}"] == 0.0

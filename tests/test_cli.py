@@ -107,3 +107,46 @@ def test_runs_unchanged_under_accelerate_launch(tmp_path):
     # 4 steps of 2 x 16 rows over 64 training rows: 2 epochs (one process would have done 1).
     assert json.loads((out / "all_results.json").read_text())["epoch"] == 2.0
     assert MultimodalModel.from_pretrained(out).config.modalities == ["vision", "audio"]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--learning_rat", "0.001"], "unknown options ['--learning_rat', '0.001'] (options are not abbreviated)"),
+        (["--no_such_option", "1"], "unknown options ['--no_such_option', '1']"),
+        (["--vision_encoder", "/no/such/encoder"], "--vision_encoder '/no/such/encoder' not found: no such folder and not a Hub id."),
+        (["--audio_encoder", "../missing"], "--audio_encoder '../missing' not found: no such folder and not a Hub id."),
+    ],
+)  # fmt: skip
+def test_command_line_errors_are_one_message(options, message, capsys, monkeypatch):
+    monkeypatch.delenv("AIM_HF_DEBUG", raising=False)
+    assert main(["train", *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"aim-hf train: error: {message}") and "Traceback" not in err
+    assert len(err.splitlines()) == 2  # the message and the hint about --debug
+
+
+def test_debug_keeps_the_traceback(monkeypatch):
+    monkeypatch.delenv("AIM_HF_DEBUG", raising=False)
+    with pytest.raises(ValueError, match="learning_rat"):
+        main(["train", "--learning_rat", "0.001", "--debug"])
+    monkeypatch.setenv("AIM_HF_DEBUG", "1")
+    with pytest.raises(ValueError, match="not found: no such folder"):
+        main(["train", "--vision_encoder", "/no/such/encoder"])
+
+
+def test_help_lists_commands_and_groups_the_options(capsys):
+    assert main(["--help"]) == 0
+    assert re.search(r"^commands:\n  train ", capsys.readouterr().out, re.M)
+    from aim_hf.cli import build_parser
+
+    help_text = build_parser().format_help()
+    headings = [line for line in help_text.splitlines() if re.fullmatch(r"[a-z]+:", line)]
+    assert headings == ["options:", "model:", "data:", "modulation:", "training:"]
+    sections = dict(zip(headings, re.split(r"^[a-z]+:$", help_text, flags=re.M)[1:]))
+    assert "--vision_encoder" in sections["model:"] and "--image_noise" in sections["data:"]
+    assert "--aim_alpha" in sections["modulation:"] and "--modulation_kwargs" in sections["modulation:"]
+    assert "--modulation " in sections["modulation:"] and "--learning_rate" not in sections["modulation:"]
+    assert "--learning_rate" in sections["training:"] and "--aim_alpha" not in sections["training:"]
+    # Every option is shown once (a bool's --no_x beside it).
+    assert help_text.count("--aim_alpha ") == 1 and "--no_log_on_each_node" in sections["training:"]

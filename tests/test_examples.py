@@ -246,7 +246,7 @@ def test_scripts_take_every_aim_and_trainer_option(script):
         data = module.get("CremaDArguments", common.AudioVisualDataArguments)
         types = (data, common.AudioVisualEncoders, common.ModelArguments)
     text = common.make_parser(*types).format_help()  # fails on a help string argparse cannot format
-    for option in ("--push_to_hub", "--hub_model_id", "--modulation", "--aim_alpha", "--ogm_alpha", "--fusion"):
+    for option in ("--push_to_hub", "--hub_model_id", "--modulation", "--aim_alpha", "--modulation_kwargs", "--fusion"):
         assert option in text
 
 

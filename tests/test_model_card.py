@@ -13,7 +13,7 @@ from PIL import Image
 
 from aim_hf import AIMConfig, AIMTrainer, MultimodalModel, MultimodalProcessor
 from aim_hf.modulation import MODULATIONS
-from aim_hf.plotting import accuracy_curves, load_log_history, modulation_curves, plot_run
+from aim_hf.plotting import accuracy_curves, load_log_history, modulation_curves, panel_title, plot_run
 from tiny import NUM_LABELS, make_rows
 
 MODALITIES = ("vision", "text")
@@ -77,8 +77,16 @@ def test_card_content(trained):
     for m in MODALITIES:
         assert f"| {m} probe | {last_eval[f'eval_{m}_probe_accuracy']:.4f} |" in text
     assert "![Fused and per-modality accuracy](accuracy.png)" in text and "](modulation.png)" in text
-    # Method and training hyperparameters, versions, citation.
-    assert f"| `ogm_alpha` | {trainer.args.ogm_alpha} |" in text
+    # Where each encoder's weights came from: the Hub id, the local folder, never "pretrained" blindly.
+    assert f"| vision | `ViTModel` | [{VISION_HUB_ID}](https://huggingface.co/{VISION_HUB_ID}) |" in text
+    assert f"| text | `BertModel` | `{trainer.model.config.encoder_configs['text'].name_or_path}` (local folder) |" in text
+    # Method and training hyperparameters, with the values used (defaults and `auto` resolved), versions, citation.
+    config = trainer.modulation.config  # OGM-GE's options (modulation_kwargs)
+    assert f"| `alpha` | {config.alpha} |" in text and f"| `noise` | {config.noise} |" in text
+    assert "method default" not in text and config.noise_scale is None and config.mode == "auto"
+    mode = trainer.modulation.mode  # AdamW: "update"
+    assert f"| `mode` | {mode} (`auto`) |" in text and f"| `noise_scale` | {trainer.modulation.noise_scale} |" in text
+    assert "| `modulation_start` | 0.0 (step 0) |" in text and "| `modulation_end` | never |" in text
     assert f"- learning_rate: {trainer.args.learning_rate}" in text
     import transformers
 
@@ -90,9 +98,13 @@ def test_card_usage_snippet_runs(trained, monkeypatch):
     """The card's usage code, pointed at the saved folder, loads the model and classifies."""
     _, out = trained
     text = (out / "final" / "README.md").read_text()
-    code = re.search(r"## Usage\n\n```python\n(.*?)```", text, re.S).group(1)
+    code = re.search(r"## Usage\n.*?```python\n(.*?)```", text, re.S).group(1)
     code = re.sub(r'repo_id = ".*"', f'repo_id = r"{out / "final"}"', code)
-    namespace = {"image": make_rows(1, MODALITIES)[0]["vision"]}
+    # The training data is a Hub dataset here: the snippet loads its first row; offline, it is given.
+    load = 'example = load_dataset("aim-user/synthetic", split="train")[0]'
+    assert load in code
+    code = code.replace(load, "")
+    namespace = {"example": make_rows(1, MODALITIES)[0]}  # a training row: {"vision": image, "text": str}
     monkeypatch.setattr("builtins.print", lambda *a, **k: namespace.setdefault("printed", a))
     exec(compile(code, "model_card_usage", "exec"), namespace)
     assert namespace["logits"].shape == (1, NUM_LABELS)
@@ -122,9 +134,27 @@ def test_modulation_curves_group_aim_metrics_per_modality_and_depth():
         for s in (1, 2)
     ]
     panels = modulation_curves(log_history)
-    assert set(panels) == {"aim", "aim/lambda/vision", "aim/lambda/audio"}  # no trainer loss / accuracy
+    # No trainer loss / accuracy, and no panel for the `aim/active` flag that never changed.
+    assert set(panels) == {"aim/lambda/vision", "aim/lambda/audio"}
     assert list(panels["aim/lambda/audio"]) == ["depth_0", "depth_1", "depth_2"]
     assert panels["aim/lambda/audio"]["depth_2"] == [(1, pytest.approx(1.2)), (2, pytest.approx(2.2))]
+
+
+def test_modulation_panels_have_titles_in_words(tmp_path):
+    assert panel_title("aim/lambda/vision") == "AIM: modulation strength λ (vision)"
+    assert panel_title("ogm/coeff") == "OGM-GE: gradient coefficient k"
+    # A flag that does change keeps its line.
+    log_history = [{"step": s, "aim/active": float(s > 1), "aim/aux_loss": 0.5} for s in (1, 2)]
+    assert set(modulation_curves(log_history)["aim"]) == {"active", "aux_loss"}
+
+
+def test_card_from_config_encoders_says_so(encoder_paths, processors, tmp_path):
+    trainer = _trainer(encoder_paths, processors, tmp_path / "out")
+    for m in MODALITIES:  # as an encoder built with AutoModel.from_config reads
+        trainer.model.config.encoder_configs[m]._name_or_path = ""
+    trainer.save_model(str(tmp_path / "untrained"))
+    text = (tmp_path / "untrained" / "README.md").read_text()
+    assert text.count("| built from a config (random init) |") == 2 and "pretrained encoder" not in text
 
 
 def test_card_before_training_has_no_broken_images(encoder_paths, processors, tmp_path):

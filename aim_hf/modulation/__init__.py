@@ -8,16 +8,27 @@ from typing import Any
 from ..modeling import MultimodalModel
 from .aim import AIM
 from .base import Modulation, NoModulation
+from .mmpareto import MMPareto
 from .ogm_ge import OGMGE
+from .opm import OPM
+from .pmr import PMR
+from .unimodal_losses import UnimodalLosses
 
-MODULATIONS: dict[str, type[Modulation]] = {cls.name: cls for cls in (AIM, NoModulation, OGMGE)}
+MODULATIONS: dict[str, type[Modulation]] = {
+    cls.name: cls for cls in (AIM, NoModulation, OGMGE, UnimodalLosses, OPM, MMPareto, PMR)
+}
 
 
 def build_modulation(name: str, model: MultimodalModel, args: Any) -> Modulation:
-    """The modulation method `name` for `model`, configured by `args` (an `AIMConfig`)."""
+    """The modulation method `name` for `model`, configured by `args` (an `AIMConfig`): the method
+    checks `args.modulation_kwargs` against its `Config` (see `Modulation.make_config`) and reads
+    the result as `self.config`."""
     if name not in MODULATIONS:
         raise ValueError(f"Unknown modulation {name!r}: choose one of {', '.join(MODULATIONS)}.")
     return MODULATIONS[name](model, args)
 
 
-__all__ = ["AIM", "MODULATIONS", "Modulation", "NoModulation", "OGMGE", "build_modulation"]
+__all__ = [
+    "AIM", "MMPareto", "MODULATIONS", "Modulation", "NoModulation", "OGMGE", "OPM", "PMR", "UnimodalLosses",
+    "build_modulation",
+]  # fmt: skip

@@ -1,27 +1,56 @@
 """The interface every modulation method implements, and what they share.
 
-The trainer calls a method at three points of each optimizer step:
+The trainer calls a method at these points of each optimizer step:
 
-1. `forward_kwargs()` before each micro-batch's forward: extra keyword arguments for the model
-   (AIM passes the unit masks of its Auxiliary Blocks);
+0. `begin_micro_batch(global_step, labels, grad_scale)` before each training micro-batch's forward:
+   the step under way, the micro-batch's labels and the fp16 loss scale its backward will use
+   (OPM seeds its per-sample draws by the step and sizes them by the labels; MMPareto scales the
+   losses it differentiates itself);
+1. `forward_kwargs()` before each training micro-batch's forward: extra keyword arguments for the
+   model (AIM passes the unit masks of its Auxiliary Blocks, OPM a per-sample keep-mask of each
+   modality's feature, `feature_keep`);
 2. `compute_loss(outputs, labels)` after each micro-batch's forward: the extra loss terms, and the
-   batch statistics the method accumulates over the step's micro-batches;
+   batch statistics the method accumulates over the step's micro-batches (MMPareto also takes
+   per-loss gradients there, with `torch.autograd.grad` on the retained graph);
 3. `step(model, state)` once per optimizer step, after the last micro-batch's backward (gradients
    accumulated and, under DDP, all-reduced; still scaled under fp16) and before clipping: reduce
-   the statistics across processes, change gradients, update the method's state.
+   the statistics across processes, change gradients, update the method's state;
+4. `lr_scales()` just before `optimizer.step()`: per-modality factors on the learning rate of each
+   encoder's parameter groups (see `modality_param_groups`) for that one step, undone right after.
+
+Once the trainer has built the optimizer it calls `use_optimizer(optimizer)`, so that a method can
+adapt to it (OGM-GE picks gradient or update scaling) or warn that the optimizer cancels it.
 
 A method's state (`state_dict` / `load_state_dict`) is saved in every checkpoint.
+
+Configuring a method: a method's own hyperparameters live with it, as a small dataclass `Config`
+beside the class in its file (documented fields, defaults = the reference's). The user gives them
+in one field, `AIMConfig.modulation_kwargs` (a JSON object on the command line, a mapping in a
+YAML/JSON config file, a dict in Python), as `TrainingArguments.lr_scheduler_kwargs` carries a
+scheduler's options. `Modulation.make_config` checks the keys and types against `Config` (an
+unknown key fails with the method's options listed), and the method reads `self.config`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, ClassVar
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.distributed as dist
 
 from ..modeling import MultimodalModel, MultimodalOutput
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes ((0, 1) without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -31,6 +60,37 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+# Optimizers that divide each parameter's step by a running scale of its own gradient (or take its
+# sign), matched against the class names of the optimizer's type (torch.optim, transformers'
+# Adafactor, bitsandbytes, ...): a constant factor on a gradient hardly changes their update.
+_ADAPTIVE_NAMES = ("adam", "adagrad", "adadelta", "rmsprop", "rprop", "adafactor", "lamb", "lion")
+
+
+def is_adaptive_optimizer(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether `optimizer` (or the optimizer it wraps) normalises each update by its gradient's scale."""
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer
+    return any(word in cls.__name__.lower() for cls in type(optimizer).__mro__ for word in _ADAPTIVE_NAMES)
+
+
+def modality_param_groups(
+    optimizer: torch.optim.Optimizer, required: Iterable[str] = ()
+) -> dict[str, list[dict[str, Any]]]:
+    """The optimizer's parameter groups of each modality's encoder: those tagged `"modality": m`
+    (`AIMTrainer.create_optimizer` tags them; the other groups carry `"modality": None`). Raises a
+    ValueError if a modality in `required` has none."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for group in optimizer.param_groups:
+        if group.get("modality") is not None:
+            groups.setdefault(group["modality"], []).append(group)
+    missing = [m for m in required if m not in groups]
+    if missing:
+        raise ValueError(
+            f"No optimizer parameter group is tagged 'modality' for {missing}, so their encoders' learning rate "
+            "cannot be scaled: let AIMTrainer build the optimizer, or tag each encoder's groups with 'modality'."
+        )
+    return groups
+
+
 def resolve_step(value: float | None, max_steps: int) -> int | None:
     """A step given as a fraction of training (< 1) or as an absolute optimizer step (>= 1)."""
     if value is None:
@@ -38,25 +98,87 @@ def resolve_step(value: float | None, max_steps: int) -> int | None:
     return int(math.floor(value * max_steps)) if 0 <= value < 1 else int(value)
 
 
+def gradients_finite(model: torch.nn.Module) -> bool:
+    """Whether every gradient of `model` is finite (one host sync): under fp16 loss scaling, a step
+    with an overflow is skipped by the optimizer, and a method must then leave its state alone."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all())
+
+
+def _accepts(value: Any, hint: Any) -> bool:
+    """Whether `value` fits the type hint `hint` (a plain type, `X | None` or a `Literal`); an int
+    passes for a float, a bool never for a number."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool) and hint is not bool:
+        return False
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, origin or hint)
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+@dataclasses.dataclass
+class NoConfig:
+    """A method without hyperparameters of its own."""
+
+
 class Modulation:
-    """Base class of the modulation methods. Subclasses set `name` and `default_start` and override
-    the hooks they need; the defaults do nothing (plain joint training)."""
+    """Base class of the modulation methods. Subclasses set `name`, `default_start` and `Config`
+    (the dataclass of their own hyperparameters, see the module docstring) and override the hooks
+    they need; the defaults do nothing (plain joint training)."""
 
     name: ClassVar[str] = ""
     default_start: ClassVar[float] = 0.0
+    Config: ClassVar[type] = NoConfig
 
     def __init__(self, model: MultimodalModel, args: Any) -> None:
         self.model = model
         self.args = args
         self.modalities = model.modalities
+        self.config = self.make_config(args.modulation_kwargs)
         self.start = args.modulation_start if args.modulation_start is not None else self.default_start
         self.end = args.modulation_end
+
+    @classmethod
+    def make_config(cls, kwargs: Mapping[str, Any] | None) -> Any:
+        """`cls.Config` from the user's `modulation_kwargs`, with a one-line ValueError for an unknown
+        key (listing the method's options) or a value of the wrong type."""
+        kwargs = dict(kwargs or {})
+        hints = typing.get_type_hints(cls.Config)
+        options = [f.name for f in dataclasses.fields(cls.Config)]
+        unknown = sorted(set(kwargs) - set(options))
+        if unknown:
+            listed = ", ".join(f"{o} ({_type_name(hints[o])})" for o in options)
+            raise ValueError(
+                f"modulation_kwargs {unknown} are not options of {cls.name!r}; its options: {listed or 'none'}."
+            )
+        for key, value in kwargs.items():
+            if not _accepts(value, hints[key]):
+                expected = _type_name(hints[key])
+                raise ValueError(f"modulation_kwargs {key!r} of {cls.name!r} must be {expected}, got {value!r}.")
+            if hints[key] is float:
+                kwargs[key] = float(value)
+        return cls.Config(**kwargs)
 
     def is_active(self, step: int, max_steps: int) -> bool:
         """Whether the modulation applies at optimizer step `step` (0-based) of `max_steps`."""
         start = resolve_step(self.start, max_steps)
         end = resolve_step(self.end, max_steps)
         return step >= start and (end is None or step < end)
+
+    def begin_micro_batch(self, global_step: int, labels: torch.Tensor, grad_scale: float | None = None) -> None:
+        """Called before each training micro-batch's `forward_kwargs`, with the optimizer step under
+        way (0-based), the micro-batch's labels and the GradScaler's scale under fp16 loss scaling
+        (None without), which the trainer's backward of this micro-batch multiplies the loss by."""
 
     def forward_kwargs(self) -> dict[str, Any]:
         return {}
@@ -70,6 +192,16 @@ class Modulation:
         """Called once per optimizer step; returns the metrics to log for this step. `grad_scale` is the
         GradScaler's scale under fp16 loss scaling (the gradients are still multiplied by it, and the
         optimizer skips a step whose gradients are not finite), None without loss scaling."""
+        return {}
+
+    def use_optimizer(self, optimizer: torch.optim.Optimizer) -> str | None:
+        """Called once the trainer has built the optimizer, before the first step. Returns a warning
+        for the user when this optimizer cancels what the method does, else None."""
+        return None
+
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate factors per modality for the coming optimizer step (missing: 1). The trainer
+        applies them to `modality_param_groups(optimizer)` for that step only."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:

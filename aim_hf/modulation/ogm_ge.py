@@ -2,38 +2,115 @@
 
 Per optimizer step: each modality's score is the summed softmax probability of the true class under
 its additive share of the fused logits; the ratio compares it with the other modalities (for two,
-`s_a / s_b`; for more, the mean of the others, our documented choice). The dominant modality's
-encoder gradients are multiplied by `k = 1 - tanh(alpha * rho)` where `rho > 1` (else `k = 1`), and,
-with GE, every modulated encoder gradient gets Gaussian noise `N(0, std(grad))`, as the reference code
-does. Scores are summed over the step's micro-batches and all processes; the noise comes from a
-generator seeded by (seed, step), so every process adds the same noise.
+`s_a / s_b`; for more, the mean of the others, our documented choice). The dominant modality (`rho >
+1`) gets `k = 1 - tanh(alpha * rho)`, the others 1. Scores are summed over the step's micro-batches
+and all processes.
+
+Hyperparameters: `OGMGE.Config` (`modulation_kwargs`). `mode` says what k multiplies:
+
+- `"gradient"` (the reference, which trains with SGD): the dominant encoder's gradients;
+- `"update"` (ours): the dominant encoder's update for this step, through the learning rate of its
+  optimizer parameter groups. An adaptive optimizer (Adam, ...) divides each update by the
+  gradient's own scale and so cancels a gradient factor; a learning-rate factor it cannot cancel;
+- `"auto"` (default): "update" under an adaptive optimizer, else "gradient", decided by the optimizer
+  the trainer builds (before that, and without a trainer, "gradient").
+
+With GE (`noise`) every encoder gradient `g` (the reference: both modalities') becomes
+`k * g + N(0, (noise_scale * std(g))^2)`, the std taken before scaling as in the reference
+(`k = 1` in update mode). The noise comes from a generator seeded by (seed, step), so every process
+adds the same noise. `noise=False` is plain OGM, as the TPAMI 2024 extension ("On-the-fly
+Modulation for Balanced Multimodal Learning") names it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, all_reduce_sum
+from .base import Modulation, all_reduce_sum, is_adaptive_optimizer, modality_param_groups
+
+# GE's noise std as a multiple of the gradient's std, per mode, when `noise_scale` is None. Under
+# Adam, noise as large as the gradient's own spread swamps its signal, so update mode uses a tenth
+# (our choice, untuned).
+DEFAULT_NOISE_SCALE = {"gradient": 1.0, "update": 0.1}
+
+
+def discrepancy_ratios(scores: torch.Tensor) -> torch.Tensor:
+    """`rho_m = s_m / mean_{m' != m} s_m'` for a 1-D tensor of per-modality scores (for two
+    modalities the paper's `s_a / s_b`)."""
+    others = (scores.sum() - scores) / (scores.numel() - 1)
+    return scores / others.clamp(min=1e-12)
 
 
 def ogm_coefficients(scores: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ratios `rho_m = s_m / mean_{m' != m} s_m'` and coefficients `1 - tanh(alpha * rho)` where
-    `rho > 1`, else 1, for a 1-D tensor of per-modality scores."""
-    num = scores.numel()
-    others = (scores.sum() - scores) / (num - 1)
-    ratios = scores / others.clamp(min=1e-12)
+    """Ratios (`discrepancy_ratios`) and coefficients `1 - tanh(alpha * rho)` where `rho > 1`, else 1,
+    for a 1-D tensor of per-modality scores."""
+    ratios = discrepancy_ratios(scores)
     coeffs = torch.where(ratios > 1, 1 - torch.tanh(alpha * ratios), torch.ones_like(ratios))
     return ratios, coeffs
+
+
+@dataclass
+class OGMGEConfig:
+    """OGM-GE's hyperparameters (`modulation_kwargs`); defaults: the reference code's, except where marked."""
+
+    alpha: float = 0.8
+    """alpha in k = 1 - tanh(alpha * rho)."""
+    noise: bool = True
+    """GE: add Gaussian noise scaled by each gradient's std; False gives plain OGM (TPAMI 2024)."""
+    mode: Literal["auto", "gradient", "update"] = "auto"
+    """What k scales: 'gradient' (the reference, for SGD), 'update' (the encoder's learning rate for the
+    step; ours, since Adam cancels a gradient factor), 'auto' ('update' under an adaptive optimizer)."""
+    noise_scale: float | None = None
+    """GE's noise std as a multiple of the gradient's std; None: 1.0 (the reference) in gradient mode,
+    0.1 in update mode (ours, untuned)."""
+    conv_only: bool = False
+    """Modulate only 4-D (convolution) gradients, as the reference does (which leaves a transformer
+    untouched); the default (ours) modulates every encoder parameter."""
+
+    def __post_init__(self) -> None:
+        if self.noise_scale is not None and self.noise_scale < 0:
+            raise ValueError(f"ogm_ge's noise_scale must be >= 0, got {self.noise_scale}.")
 
 
 class OGMGE(Modulation):
     name = "ogm_ge"
     default_start = 0.0
+    Config = OGMGEConfig
 
     def __init__(self, model: MultimodalModel, args) -> None:
         super().__init__(model, args)
         self._scores = None  # per-modality sums of the true-class probability, then the sample count
+        self.mode = "gradient" if self.config.mode == "auto" else self.config.mode
+        self._lr_scales: dict[str, float] = {}
+
+    @property
+    def noise_scale(self) -> float:
+        """GE's noise std as a multiple of each gradient's std, in the current mode."""
+        scale = self.config.noise_scale
+        return DEFAULT_NOISE_SCALE[self.mode] if scale is None else scale
+
+    def use_optimizer(self, optimizer: torch.optim.Optimizer) -> str | None:
+        adaptive = is_adaptive_optimizer(optimizer)
+        if self.config.mode == "auto":
+            self.mode = "update" if adaptive else "gradient"
+        if self.mode == "update":
+            modality_param_groups(optimizer, required=self.modalities)  # fails now rather than at a step
+        elif adaptive:
+            name = type(getattr(optimizer, "optimizer", optimizer)).__name__
+            return (
+                f"ogm_ge with mode='gradient' multiplies the dominant encoder's gradients by k, but {name} "
+                "divides each update by the gradient's own scale, so the modulation does almost nothing. Use "
+                "modulation_kwargs mode='update' (or 'auto') to scale that encoder's update instead, or an SGD "
+                "optimizer."
+            )
+        return None
+
+    def lr_scales(self) -> dict[str, float]:
+        return self._lr_scales
 
     def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> None:
         with torch.no_grad():
@@ -48,15 +125,20 @@ class OGMGE(Modulation):
     def step(
         self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
     ) -> dict[str, float]:
+        self._lr_scales = {}
         if self._scores is None:
             return {}
         totals = all_reduce_sum(self._scores)
         self._scores = None
         scores = totals[:-1] / totals[-1]
-        ratios, coeffs = ogm_coefficients(scores, self.args.ogm_alpha)
+        ratios, coeffs = ogm_coefficients(scores, self.config.alpha)
         active = self.is_active(global_step, max_steps)
         if active:
-            self._modulate(model, coeffs, global_step)
+            ks = coeffs.tolist()
+            if self.mode == "update":
+                self._lr_scales = {m: k for m, k in zip(self.modalities, ks) if k != 1.0}
+                ks = [1.0] * len(ks)
+            self._modulate(model, ks, global_step)
         metrics = {"ogm/active": float(active)}
         for i, m in enumerate(self.modalities):
             metrics[f"ogm/score/{m}"] = scores[i].item()
@@ -65,25 +147,29 @@ class OGMGE(Modulation):
         return metrics
 
     @torch.no_grad()
-    def _modulate(self, model: MultimodalModel, coeffs: torch.Tensor, global_step: int) -> None:
-        noisy: dict[torch.device, list[torch.Tensor]] = {}
-        for i, m in enumerate(self.modalities):
-            grads = [
-                p.grad
-                for p in model.encoders[m].parameters()
-                if p.grad is not None and (not self.args.ogm_conv_only or p.grad.dim() == 4)
-            ]
-            k = coeffs[i].item()
-            if grads and k != 1.0:
-                torch._foreach_mul_(grads, k)
-            for g in grads:
-                if g.numel() > 1:  # the std of one value is undefined
-                    noisy.setdefault(g.device, []).append(g)
-        if self.args.ogm_noise:
-            for device, grads in noisy.items():
-                generator = torch.Generator(device=device)
-                generator.manual_seed(self.args.seed * 1_000_003 + global_step)
-                add_gradient_noise(grads, generator)
+    def _modulate(self, model: MultimodalModel, coeffs: list[float], global_step: int) -> None:
+        """Multiply each modality's encoder gradients by its coefficient and, with GE, add the noise."""
+        if not self.config.noise and all(k == 1.0 for k in coeffs):
+            return
+        noisy: dict[torch.device, tuple[list[torch.Tensor], list[float]]] = {}
+        for m, k in zip(self.modalities, coeffs):
+            scaled = []
+            for p in model.encoders[m].parameters():
+                g = p.grad
+                if g is None or (self.config.conv_only and g.dim() != 4):
+                    continue
+                if self.config.noise and g.numel() > 1:  # the std of one value is undefined
+                    grads, scales = noisy.setdefault(g.device, ([], []))
+                    grads.append(g)
+                    scales.append(k)
+                elif k != 1.0:
+                    scaled.append(g)
+            if scaled:
+                torch._foreach_mul_(scaled, k)
+        for device, (grads, scales) in noisy.items():
+            generator = torch.Generator(device=device)
+            generator.manual_seed(self.args.seed * 1_000_003 + global_step)
+            add_gradient_noise(grads, generator, scales, self.noise_scale)
 
 
 # Gradients are noised in chunks of about this many elements: few calls for small encoders, and
@@ -91,11 +177,16 @@ class OGMGE(Modulation):
 NOISE_CHUNK = 1 << 18
 
 
-def add_gradient_noise(grads: list[torch.Tensor], generator: torch.Generator) -> None:
-    """Add `N(0, std(g) + 1e-8)` noise to each gradient `g` (of more than one element) in place, a
-    chunk of consecutive gradients at a time (a gradient larger than `NOISE_CHUNK` alone).
-    Non-finite gradients (an fp16 overflow) make the noise non-finite too; the GradScaler then skips
-    the step, as it would have anyway. All gradients share one device."""
+def add_gradient_noise(
+    grads: list[torch.Tensor], generator: torch.Generator, scales: list[float] | None = None, noise_scale: float = 1.0
+) -> None:
+    """Replace each gradient `g` (of more than one element) in place by `scale * g + N(0, sigma^2)`,
+    `sigma = noise_scale * (std(g) + 1e-8)` with the std of `g` before scaling (as the reference
+    computes it); `scales` default to 1. A chunk of consecutive gradients is done at a time (a
+    gradient larger than `NOISE_CHUNK` alone). Non-finite gradients (an fp16 overflow) make the noise
+    non-finite too; the GradScaler then skips the step, as it would have anyway. All gradients share
+    one device."""
+    scales = [1.0] * len(grads) if scales is None else scales
     start = 0
     while start < len(grads):
         end, total = start + 1, grads[start].numel()
@@ -104,13 +195,17 @@ def add_gradient_noise(grads: list[torch.Tensor], generator: torch.Generator) ->
             end += 1
         if end - start == 1:
             g = grads[start]
-            g.add_(torch.randn(g.shape, generator=generator, device=g.device).mul_(g.float().std() + 1e-8))
+            sigma = noise_scale * (g.float().std() + 1e-8)
+            noise = torch.randn(g.shape, generator=generator, device=g.device).mul_(sigma)
+            g.mul_(scales[start]).add_(noise)
         else:
-            _add_noise_batched(grads[start:end], generator)
+            _add_noise_batched(grads[start:end], generator, scales[start:end], noise_scale)
         start = end
 
 
-def _add_noise_batched(grads: list[torch.Tensor], generator: torch.Generator) -> None:
+def _add_noise_batched(
+    grads: list[torch.Tensor], generator: torch.Generator, scales: list[float], noise_scale: float
+) -> None:
     """`add_gradient_noise` for many small gradients with one draw and a few whole-buffer operations
     (a loop over tensors costs more than the arithmetic at small sizes)."""
     sizes = [g.numel() for g in grads]
@@ -124,5 +219,7 @@ def _add_noise_batched(grads: list[torch.Tensor], generator: torch.Generator) ->
     counts = torch.tensor(sizes, device=flat.device, dtype=torch.float64)
     stds = ((squares - sums * sums / counts).clamp(min=0) / (counts - 1)).sqrt() + 1e-8
     noise = torch.randn(flat.shape, generator=generator, device=flat.device)
-    noise *= stds.float().repeat_interleave(counts.long(), output_size=flat.numel())
+    noise *= (noise_scale * stds.float()).repeat_interleave(counts.long(), output_size=flat.numel())
+    if any(k != 1.0 for k in scales):
+        torch._foreach_mul_(grads, scales)
     torch._foreach_add_(grads, [piece.view_as(g) for piece, g in zip(noise.split(sizes), grads)])

@@ -1,0 +1,141 @@
+"""OPM: on-the-fly prediction modulation (Wei, Hu et al., "On-the-fly Modulation for Balanced
+Multimodal Learning", TPAMI 2024, the extension of OGM-GE).
+
+In the forward pass OPM drops the dominant modality's feature for a random part of the samples,
+so that the fused prediction leans on the other modalities. Per optimizer step:
+
+- each modality's score is the mean softmax probability of the true class under its additive share
+  of the fused logits (as OGM-GE scores it), over the step's samples in which that modality was not
+  dropped, summed over the micro-batches and all processes;
+- the discrepancy ratio `rho_m` compares it with the other modalities (`s_a / s_b` for two; the mean
+  of the others for more, as in OGM-GE);
+- the drop probability of the next step is `q_m = q_base * (1 + lam * tanh(rho_m - 1))` where
+  `rho_m > 1`, else 0, clipped to [0, 1];
+- in each training micro-batch of that step, sample i's feature of modality m enters the fusion
+  multiplied by 0 with probability `q_m` (an independent Bernoulli draw per sample and modality),
+  through the model's `feature_keep`. Inference never drops.
+
+The draws come from a generator seeded by (seed, step), indexed by the sample's position in the
+step's global batch (micro-batch, process, row), so that a run with gradient accumulation or on
+several processes drops exactly the samples the same global batch drops on one process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..modeling import MultimodalModel, MultimodalOutput
+from .base import Modulation, all_reduce_sum, gradients_finite, rank_and_world
+from .ogm_ge import discrepancy_ratios
+
+
+@dataclass
+class OPMConfig:
+    """OPM's hyperparameters (`modulation_kwargs`). The values are ours (the reference's defaults were
+    not checked): see docs/methods/opm.md."""
+
+    q_base: float = 0.5
+    """Drop probability of a dominant modality at `rho = 1` (the base of the formula)."""
+    lam: float = 0.5
+    """How fast the drop probability grows with the imbalance: `q_base * (1 + lam * tanh(rho - 1))`."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.q_base <= 1:
+            raise ValueError(f"opm's q_base must lie in [0, 1], got {self.q_base}.")
+        if self.lam < 0:
+            raise ValueError(f"opm's lam must be >= 0, got {self.lam}.")
+
+
+def drop_probabilities(scores: torch.Tensor, q_base: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ratios and drop probabilities `q_base * (1 + lam * tanh(rho - 1))` where `rho > 1`, else 0
+    (clipped to [0, 1]), for a 1-D tensor of per-modality scores."""
+    ratios = discrepancy_ratios(scores)
+    probs = (q_base * (1 + lam * torch.tanh(ratios - 1))).clamp(0, 1)
+    return ratios, torch.where(ratios > 1, probs, torch.zeros_like(probs))
+
+
+class OPM(Modulation):
+    name = "opm"
+    default_start = 0.0
+    Config = OPMConfig
+
+    def __init__(self, model: MultimodalModel, args: Any) -> None:
+        super().__init__(model, args)
+        # Drop probability per modality for the coming step (state: it decides the next step's draws).
+        self.drop_prob = torch.zeros(len(self.modalities))
+        self._sums: torch.Tensor | None = None  # per modality: score sums, kept counts; then the sample count
+        self._keep: dict[str, torch.Tensor] | None = None
+        self._micro = 0  # micro-batches of the step under way so far
+        self._step = 0
+        self._rows = 0
+
+    def begin_micro_batch(self, global_step: int, labels: torch.Tensor, grad_scale: float | None = None) -> None:
+        self._step, self._rows = global_step, labels.shape[0]
+
+    def forward_kwargs(self) -> dict[str, Any]:
+        self._micro += 1
+        self._keep = None
+        if not bool((self.drop_prob > 0).any()):
+            return {}
+        rank, world = rank_and_world()
+        # Rows of the step's global batch before this micro-batch's: micro-batch j of process r is
+        # the dataloader's batch j * world + r (accelerate deals batches round-robin).
+        offset = ((self._micro - 1) * world + rank) * self.args.per_device_train_batch_size
+        generator = torch.Generator().manual_seed(self.args.seed * 1_000_003 + self._step)
+        uniform = torch.rand(offset + self._rows, len(self.modalities), generator=generator)[offset:]
+        device = next(self.model.parameters()).device
+        self._keep = {
+            m: (uniform[:, i] >= self.drop_prob[i]).float().to(device)
+            for i, m in enumerate(self.modalities)
+            if self.drop_prob[i] > 0
+        }
+        return {"feature_keep": self._keep}
+
+    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> None:
+        with torch.no_grad():
+            sums, counts = [], []
+            for m in self.modalities:
+                p = outputs.modality_logits[m].float().softmax(-1).gather(1, labels[:, None]).squeeze(1)
+                keep = self._keep[m] if self._keep and m in self._keep else torch.ones_like(p)
+                sums.append((p * keep).sum())
+                counts.append(keep.sum())
+            n = torch.tensor(float(labels.shape[0]), device=labels.device)
+            batch = torch.stack(sums + counts + [n])
+        self._sums = batch if self._sums is None else self._sums + batch
+        return None
+
+    def step(
+        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
+    ) -> dict[str, float]:
+        self._micro = 0
+        if self._sums is None:
+            return {}
+        totals = all_reduce_sum(self._sums)
+        self._sums = None
+        # A step the GradScaler skips (an fp16 overflow) must leave the state as it was.
+        if grad_scale is not None and not gradients_finite(model):
+            return {}
+        num = len(self.modalities)
+        sums, kept, count = totals[:num], totals[num : 2 * num], totals[-1]
+        if bool((kept == 0).any()):  # a modality dropped from every sample has no score this step
+            return {}
+        scores = sums / kept
+        ratios, probs = drop_probabilities(scores, self.config.q_base, self.config.lam)
+        active = self.is_active(global_step + 1, max_steps)
+        self.drop_prob = probs.cpu() if active else torch.zeros(num)
+        metrics = {"opm/active": float(active)}
+        for i, m in enumerate(self.modalities):
+            metrics[f"opm/score/{m}"] = scores[i].item()
+            metrics[f"opm/ratio/{m}"] = ratios[i].item()
+            metrics[f"opm/drop_prob/{m}"] = self.drop_prob[i].item()
+            metrics[f"opm/dropped/{m}"] = 1 - (kept[i] / count).item()
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"drop_prob": self.drop_prob.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.drop_prob = state["drop_prob"].clone()

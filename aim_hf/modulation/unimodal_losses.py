@@ -1,0 +1,68 @@
+"""Unimodal losses: joint training plus each modality's own cross-entropy (the "multitask" baseline).
+
+`L = L_model + weight * sum_m CE(z^m, y)` (`UnimodalLosses.Config`), where `z^m` is modality m's additive share
+of the fused logits (`MultimodalOutput.modality_logits`): the fused classifier restricted to m's
+part (concat: its weight columns plus bias / M; sum: m's own head). So the method adds no
+parameters and works with every fusion; unlike the probes, the features are not detached, so each
+unimodal loss trains its encoder. (Our choice: papers such as MMPareto train separate unimodal
+heads instead.) The loss applies at every step (no modulation window). Each modality's loss is
+logged as `unimodal/loss/{m}`, averaged over the step's micro-batches and all processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..modeling import MultimodalModel, MultimodalOutput
+from .base import Modulation, all_reduce_sum
+
+
+def unimodal_cross_entropies(outputs: MultimodalOutput, modalities: list[str], labels: torch.Tensor) -> torch.Tensor:
+    """Each modality's cross-entropy on its share of the fused logits, in `modalities`' order."""
+    return torch.stack([F.cross_entropy(outputs.modality_logits[m].float(), labels) for m in modalities])
+
+
+@dataclass
+class UnimodalLossesConfig:
+    """The unimodal losses' hyperparameters (`modulation_kwargs`)."""
+
+    weight: float = 1.0
+    """Weight of the sum of the modalities' own cross-entropies."""
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ValueError(f"unimodal_losses' weight must be >= 0, got {self.weight}.")
+
+
+class UnimodalLosses(Modulation):
+    name = "unimodal_losses"
+    default_start = 0.0
+    Config = UnimodalLossesConfig
+
+    def __init__(self, model: MultimodalModel, args) -> None:
+        super().__init__(model, args)
+        if self.start != 0 or self.end is not None:
+            # The loss is taken before a step's `step()` call, which alone knows the step number.
+            raise ValueError(
+                "unimodal_losses is on for the whole training: leave modulation_start and modulation_end unset."
+            )
+        self._sums: torch.Tensor | None = None  # per-modality loss sums over the step's samples, then the count
+
+    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> torch.Tensor:
+        losses = unimodal_cross_entropies(outputs, self.modalities, labels)
+        n = float(labels.shape[0])
+        batch = torch.cat([losses.detach() * n, torch.tensor([n], device=losses.device)])
+        self._sums = batch if self._sums is None else self._sums + batch
+        return self.config.weight * losses.sum()
+
+    def step(
+        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
+    ) -> dict[str, float]:
+        if self._sums is None:
+            return {}
+        totals = all_reduce_sum(self._sums).tolist()
+        self._sums = None
+        return {f"unimodal/loss/{m}": totals[i] / totals[-1] for i, m in enumerate(self.modalities)}

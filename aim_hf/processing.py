@@ -1,0 +1,130 @@
+"""[`MultimodalProcessor`]: one Hugging Face processor per modality, saved side by side.
+
+It is registered with `AutoProcessor` and saved with an `auto_map` and its code (this file and
+`spectrogram.py`), as the model is, so that `AutoProcessor.from_pretrained(path_or_repo,
+trust_remote_code=True)` loads it where aim_hf is not installed. This file imports only
+transformers, `configuration.py` and `spectrogram.py`, so it can travel as remote code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from transformers import (
+    AutoFeatureExtractor,
+    AutoImageProcessor,
+    AutoProcessor,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.feature_extraction_utils import FeatureExtractionMixin
+from transformers.image_processing_utils import ImageProcessingMixin
+from transformers.utils import PROCESSOR_NAME, cached_file
+
+from .configuration import MultimodalConfig
+from .spectrogram import SpectrogramFeatureExtractor  # noqa: F401  (registers it with AutoFeatureExtractor)
+
+PROCESSOR_CONFIG_NAME = "multimodal_processor.json"
+# Hub download options that the sub-processors' loaders share with this one.
+_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only")
+
+
+def processor_kind(processor: Any) -> str:
+    """`"text"`, `"image"` or `"audio"`: which raw input a Hugging Face processor takes."""
+    if isinstance(processor, PreTrainedTokenizerBase):
+        return "text"
+    if isinstance(processor, ImageProcessingMixin):
+        return "image"
+    if isinstance(processor, FeatureExtractionMixin):
+        return "audio"
+    raise TypeError(
+        f"Unsupported processor {type(processor).__name__}: give a tokenizer, an image processor or a feature extractor."
+    )
+
+
+def _load_image_processor(path: str, **kwargs: Any) -> Any:
+    """`AutoImageProcessor`, or where it needs torchvision and torchvision is missing (some
+    transformers 5.x releases), the saved class's Pillow variant loaded directly."""
+    try:
+        return AutoImageProcessor.from_pretrained(path, **kwargs)
+    except ImportError:
+        import transformers
+
+        kwargs.pop("trust_remote_code", None)  # the Pillow classes are transformers' own
+        with open(cached_file(path, "preprocessor_config.json", **kwargs)) as f:
+            name = json.load(f)["image_processor_type"].removesuffix("Fast")
+        return getattr(transformers, name if name.endswith("Pil") else name + "Pil").from_pretrained(path, **kwargs)
+
+
+_LOADERS = {
+    "text": AutoTokenizer.from_pretrained,
+    "image": _load_image_processor,
+    "audio": AutoFeatureExtractor.from_pretrained,
+}
+
+
+class MultimodalProcessor:
+    """One Hugging Face processor per modality, saved side by side (one sub-folder per modality).
+
+    Args:
+        processors: modality name -> tokenizer, image processor or feature extractor.
+    """
+
+    _auto_class: str | None = None
+
+    def __init__(self, processors: Mapping[str, Any]) -> None:
+        self.processors = dict(processors)
+        self.kinds = {m: processor_kind(p) for m, p in self.processors.items()}
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.processors)
+
+    def __getitem__(self, modality: str) -> Any:
+        return self.processors[modality]
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoProcessor") -> None:
+        """Mark the class for `save_pretrained` to write its code and an `auto_map` (as
+        `ProcessorMixin.register_for_auto_class` does; `AutoProcessor` calls it on remote classes)."""
+        cls._auto_class = auto_class
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
+        os.makedirs(save_directory, exist_ok=True)
+        files = []
+        for modality, processor in self.processors.items():
+            files += list(processor.save_pretrained(os.path.join(save_directory, modality)) or [])
+        path = os.path.join(save_directory, PROCESSOR_CONFIG_NAME)
+        with open(path, "w") as f:
+            json.dump({"modalities": self.kinds}, f, indent=2)
+        files.append(path)
+        if self._auto_class is not None:
+            # processor_config.json is where AutoProcessor looks for the class and its remote code.
+            auto = {"processor_class": type(self).__name__}
+            files += custom_object_save(self, save_directory, config=auto) or []
+            files.append(os.path.join(save_directory, PROCESSOR_NAME))
+            with open(files[-1], "w") as f:
+                json.dump(auto, f, indent=2)
+        return files
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **kwargs: Any) -> "MultimodalProcessor":
+        """Load the processors saved by `save_pretrained` from a local folder or a Hub repo id.
+        `trust_remote_code` and the Hub options (`revision`, `token`, ...) reach every sub-processor."""
+        hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        with open(cached_file(str(directory), PROCESSOR_CONFIG_NAME, **hub)) as f:
+            kinds = json.load(f)["modalities"]
+        if "trust_remote_code" in kwargs:
+            hub["trust_remote_code"] = kwargs["trust_remote_code"]
+        return cls({m: _LOADERS[k](str(directory), subfolder=m, **hub) for m, k in kinds.items()})
+
+
+MultimodalProcessor.register_for_auto_class()
+# With aim_hf imported, AutoProcessor finds the class by the name in processor_config.json: no remote code.
+AutoProcessor.register(MultimodalConfig, MultimodalProcessor, exist_ok=True)
+
+__all__ = ["PROCESSOR_CONFIG_NAME", "MultimodalProcessor", "processor_kind"]

@@ -1,0 +1,253 @@
+"""AIM's second reading and its study options: learned DAP prototypes (the model entry point that
+decodes a depth's output, the frozen-model refresh, scores, checkpoints), symmetric PAM, and the
+`aim_aux_trains` / `aim_aux_mode` / `aim_mask_by` choices."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import ResNetConfig, ResNetModel
+
+from aim_hf import MultimodalCollator, MultimodalModel
+from aim_hf.modeling import MultimodalOutput
+from aim_hf.modulation import build_modulation
+from aim_hf.modulation.aim import weak_strengths
+from tiny import NUM_LABELS, make_rows
+
+TWO = ("vision", "audio")
+
+
+def _resnet_model(encoder_paths) -> MultimodalModel:
+    """A tiny from-scratch ResNet (4 convolutional stages, batch norm) for vision, beside BERT text."""
+    torch.manual_seed(0)
+    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1])
+    return MultimodalModel.from_encoders(
+        {"vision": ResNetModel(config), "text": encoder_paths["text"]}, num_labels=NUM_LABELS
+    )
+
+
+def _model_and_batch(kind, build_model, build_processor, encoder_paths):
+    if kind == "resnet":
+        modalities = ("vision", "text")
+        model = _resnet_model(encoder_paths)
+    else:
+        modalities = ("vision", "audio", "text")
+        model = build_model(modalities)
+    # Rows of different text lengths: BERT gets a real attention mask with padding.
+    return model, MultimodalCollator(build_processor(modalities))(make_rows(6, modalities))
+
+
+@pytest.mark.parametrize("kind", ["transformers", "resnet"])
+def test_encode_from_depth_decodes_a_depth_output_as_the_normal_pass(
+    kind, build_model, build_processor, encoder_paths
+):
+    """Feeding depth d's real output to `encode_from_depth` gives the normal final feature: the
+    entry point runs exactly the layers after group d (ViT, AST, BERT; ResNet stages)."""
+    model, batch = _model_and_batch(kind, build_model, build_processor, encoder_paths)
+    model.eval()
+    with torch.no_grad():
+        out = model(**batch)
+        for m in model.modalities:
+            inputs = batch[m]
+            outputs = model.depth_outputs(m, inputs)
+            assert len(outputs) == 4
+            for d, hidden in enumerate(outputs):
+                decoded = model.encode_from_depth(m, d, hidden, inputs)
+                torch.testing.assert_close(decoded, out.depth_features[m][-1], rtol=1e-5, atol=1e-6)
+            # Decoding something else changes the result (the entry point does use `hidden`).
+            assert not torch.allclose(model.encode_from_depth(m, 0, outputs[0] + 1, inputs), out.depth_features[m][-1])
+
+
+def _refreshed(model, batch, make_args, **overrides):
+    """An AIM (learned prototypes) after one training forward and the step-0 refresh."""
+    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=0, **overrides))
+    out = model(**batch)
+    aim.compute_loss(out, batch["labels"])
+    metrics = aim.step(model, 0, 10)
+    return aim, metrics
+
+
+@pytest.mark.parametrize("kind", ["transformers", "resnet"])
+def test_learned_prototypes_are_learned_with_the_model_frozen(
+    kind, build_model, build_processor, encoder_paths, make_args
+):
+    model, batch = _model_and_batch(kind, build_model, build_processor, encoder_paths)
+    model.train()
+    model.probes.eval()  # a mixed mode, which the refresh must restore module by module
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    modes = {n: mod.training for n, mod in model.named_modules()}
+    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=0, aim_prototype_iters=30))
+    out = model(**batch)
+    aim.compute_loss(out, batch["labels"])
+    buffers = {n: b.clone() for n, b in model.named_buffers()}  # batch-norm statistics after the forward
+    rng = torch.get_rng_state()
+    metrics = aim.step(model, 0, 10)
+
+    # Frozen: no gradient, weight, buffer (batch-norm statistics), mode or global RNG draw changed.
+    assert all(torch.equal(p.grad, grads[n]) for n, p in model.named_parameters())
+    assert all(torch.equal(p, params[n]) for n, p in model.named_parameters())
+    assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
+    assert {n: mod.training for n, mod in model.named_modules()} == modes
+    assert torch.equal(torch.get_rng_state(), rng)
+
+    # One prototype per class in each depth's output space: a short token sequence at a
+    # transformer depth, a small square map at a convolutional stage. Eval mode from here on: a
+    # training forward would move the batch-norm statistics the prototypes are decoded with.
+    model.eval()
+    for m in model.modalities:
+        for d, (prototype, raw) in enumerate(zip(aim.prototypes[m], model.depth_outputs(m, batch[m]))):
+            if raw.dim() == 4:
+                assert prototype.shape == (NUM_LABELS, raw.shape[1], 2, 2)
+            else:
+                assert prototype.shape == (NUM_LABELS, 2, raw.shape[-1])
+
+    # Learned: the frozen rest of the network decodes each prototype as its class, far better than
+    # the random draw it started from (same seed, no iteration).
+    start, _ = _refreshed(model, batch, make_args, aim_prototype_iters=0)
+    inputs = {m: aim._prototype_inputs(m) for m in model.modalities}
+    with torch.no_grad():
+        before = start._prototype_loss(model, start.prototypes, inputs).item()
+        after = aim._prototype_loss(model, aim.prototypes, inputs).item()
+    assert after < 0.5 * before
+    assert metrics["aim/prototype_loss"] == pytest.approx(after / sum(len(p) for p in aim.prototypes.values()), rel=0.2)
+    # Deterministic from the seed and the weights: the same on every process without communication.
+    again, _ = _refreshed(model, batch, make_args, aim_prototype_iters=30)
+    assert all(torch.equal(a, b) for m in model.modalities for a, b in zip(aim.prototypes[m], again.prototypes[m]))
+
+
+def test_learned_score_and_refresh_schedule(build_model, build_processor, make_args):
+    """The depth score is the mean true-class softmax of the cosines to the pooled prototypes; the
+    prototypes change only at refresh steps (every `aim_prototype_every`), warm-started."""
+    model, batch = build_model(TWO), MultimodalCollator(build_processor(TWO))(make_rows(6, TWO))
+    labels = batch["labels"]
+    aim = build_modulation(
+        "aim", model, make_args(modulation="aim", modulation_start=0, aim_prototype_every=2, aim_tau=0.1)
+    )
+    history, losses = [], []
+    for step in range(4):
+        out = model(**batch)
+        aim.compute_loss(out, labels)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        metrics = aim.step(model, step, 10)
+        history.append({m: [p.clone() for p in ps] for m, ps in aim.prototypes.items()})
+        losses.append(metrics["aim/prototype_loss"])  # the latest refresh's
+        if step == 1:  # scored against step 0's prototypes, pooled as the model pools (token mean)
+            for m in TWO:
+                for d in range(4):
+                    h = F.normalize(out.depth_features[m][d].detach(), dim=-1)
+                    pooled = F.normalize(history[0][m][d].mean(dim=1), dim=-1)
+                    expected = (h @ pooled.T / 0.1).softmax(-1)[torch.arange(6), labels].mean().item()
+                    assert metrics[f"aim/score/{m}/depth_{d}"] == pytest.approx(expected, rel=1e-5)
+    same = lambda a, b: all(torch.equal(x, y) for m in TWO for x, y in zip(a[m], b[m]))  # noqa: E731
+    assert same(history[0], history[1]) and same(history[2], history[3]) and not same(history[1], history[2])
+    assert losses[0] == losses[1] != losses[2] == losses[3]
+
+    # Saved and restored: a fresh AIM scores exactly as this one.
+    restored = build_modulation("aim", model, make_args(modulation="aim", modulation_start=0))
+    restored.load_state_dict(aim.state_dict())
+    assert all(torch.equal(x, y) for m in TWO for x, y in zip(aim._pooled[m], restored._pooled[m]))
+    with pytest.raises(ValueError, match="aim_prototypes='learned'"):
+        build_modulation("aim", model, make_args(modulation="aim", aim_prototypes="class_mean")).load_state_dict(
+            aim.state_dict()
+        )
+
+
+def test_weak_strengths_follow_the_gap_to_the_strongest():
+    scores = {"a": torch.tensor([0.8, 0.5]), "b": torch.tensor([0.4, 0.5]), "c": torch.tensor([0.2])}
+    mu = weak_strengths(scores, alpha=2.0)
+    assert mu["a"] == [0.0, 0.0] and mu["b"][1] == 0.0 and mu["c"] == [math.tanh(2.0 * (1 - 0.2 / 0.8))]
+    assert mu["b"][0] == pytest.approx(math.tanh(2.0 * 0.5))
+
+
+# ------------------------------------------------------------------------------ study choices
+def _with_masks(build_model, build_processor, make_args, **overrides):
+    """Model (eval: no dropout), batch, and an AIM whose next step masks vision (dominant) at every
+    depth, after two steps of hand-made statistics (vision informative, audio noise)."""
+    torch.manual_seed(0)
+    model = build_model(TWO).eval()
+    args = make_args(modulation="aim", modulation_start=0, aim_prototypes="class_mean", aim_pam="dominant", **overrides)
+    aim = build_modulation("aim", model, args)
+    for step in range(2):
+        labels = torch.tensor([0, 1, 2, 0, 1, 2])
+        features = {
+            "vision": tuple(F.one_hot(labels, 32).float() * 2 + 0.3 * torch.randn(6, 32) for _ in range(4)),
+            "audio": tuple(torch.randn(6, 32) for _ in range(4)),
+        }
+        aim.compute_loss(MultimodalOutput(depth_features=features), labels)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        aim.step(model, step, 10)
+    model.zero_grad(set_to_none=True)
+    assert set(aim.masks) == {"vision"}
+    return model, MultimodalCollator(build_processor(TWO))(make_rows(6, TWO)), aim
+
+
+def _grads(model, loss) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _region(grads, prefix):
+    return {n: g for n, g in grads.items() if n.startswith(prefix)}
+
+
+@pytest.mark.parametrize("trains", ["all", "no_head", "weak_only"])
+def test_aux_trains_decides_what_the_auxiliary_loss_reaches(trains, build_model, build_processor, make_args):
+    model, batch, aim = _with_masks(build_model, build_processor, make_args, aim_aux_trains=trains)
+    plain = _grads(model, model(**batch).loss)
+    out = model(**batch, **aim.forward_kwargs())
+    grads = _grads(model, out.loss + aim.compute_loss(out, batch["labels"]))
+    same = lambda prefix: all(  # noqa: E731
+        torch.allclose(grads[n], g, rtol=1e-5, atol=1e-7) for n, g in _region(plain, prefix).items()
+    )
+    assert same("fusion.") == (trains != "all")  # "no_head", "weak_only": the head learns as in joint training
+    assert same("encoders.vision.") == (trains == "weak_only")  # the dominant encoder gets nothing from L_aux
+    assert not same("encoders.audio.")  # the weak encoder always gets L_aux's gradient
+    assert aim.aux_detached == (["vision"] if trains == "weak_only" else [])
+
+
+def test_aux_mode_replace_trains_the_joint_term_on_the_auxiliary_logits(build_model, build_processor, make_args):
+    model, batch, aim = _with_masks(build_model, build_processor, make_args, aim_aux_mode="replace")
+    labels = batch["labels"]
+    out = model(**batch, **aim.forward_kwargs())
+    total = out.loss + aim.compute_loss(out, labels)
+    grads = _grads(model, total)
+    out = model(**batch, **aim.forward_kwargs())
+    probes = sum(F.cross_entropy(p, labels) for p in out.probe_logits.values())
+    aux = F.cross_entropy(out.auxiliary_logits, labels)
+    torch.testing.assert_close(total, aux + probes)
+    expected = _grads(model, aux + probes)
+    assert grads.keys() == expected.keys()
+    for n, g in expected.items():
+        torch.testing.assert_close(grads[n], g, rtol=1e-5, atol=1e-7, msg=n)
+
+
+@pytest.mark.parametrize("mask_by", ["high", "low"])
+def test_mask_by_picks_the_most_or_least_important_units(mask_by, build_model, make_args):
+    model = build_model(TWO)
+    aim = build_modulation("aim", model, make_args(modulation="aim", aim_mask_by=mask_by, aim_min_lambda=0.0))
+    for group in model.unit_modules("vision"):
+        for name, module in group.items():
+            aim.importance["vision"][name] = torch.rand(module.weight.shape[0])
+    masks, _ = aim._build_masks({"vision": [0.6] * 4, "audio": [0.0] * 4})
+    for name, mask in masks["vision"].items():
+        importance = aim.importance["vision"][name]
+        off, kept = importance[mask == 0], importance[mask == 1]
+        assert off.numel() == math.ceil(0.6 * 0.5 * importance.numel())
+        assert (off.min() >= kept.max()) if mask_by == "high" else (off.max() <= kept.min())
+
+
+@pytest.mark.parametrize(
+    "field", ["aim_prototypes", "aim_pam", "aim_aux_trains", "aim_aux_mode", "aim_mask_by"]
+)
+def test_unknown_choice_is_refused(field, make_args):
+    with pytest.raises(ValueError, match=f"Unknown {field} 'nope'"):
+        make_args(**{field: "nope"})
