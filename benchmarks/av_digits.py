@@ -384,8 +384,13 @@ def paired_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, floa
 
 def best_on_validation(log_history: Sequence[dict[str, Any]]) -> dict[str, float]:
     """The test metrics (`test_curve_*`) logged at the evaluation with the highest validation fused
-    accuracy (the first such), keyed like the final test metrics (`test_*`)."""
-    evaluations = [e for e in log_history if "eval_accuracy" in e and "test_curve_accuracy" in e]
+    accuracy (the first such), keyed like the final test metrics (`test_*`). The Trainer logs the
+    validation and the test evaluation of one step as two entries: they are joined by step."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for entry in log_history:
+        if "step" in entry and any(k.startswith(("eval_", "test_curve_")) for k in entry):
+            by_step.setdefault(entry["step"], {}).update(entry)
+    evaluations = [e for _, e in sorted(by_step.items()) if "eval_accuracy" in e and "test_curve_accuracy" in e]
     if not evaluations:
         return {}
     best = max(evaluations, key=lambda e: e["eval_accuracy"])  # max keeps the first of equals
