@@ -105,6 +105,7 @@ def _method(fused, vision, audio, val=None):
 def test_setting_checks_and_comparisons_read_the_per_seed_values():
     bench = _load_benchmark()
     record = {
+        "setting": "strong",
         "unimodal": {"vision": [0.70, 0.71, 0.72], "audio": [0.60, 0.62, 0.61]},
         "methods": {
             "none": _method([0.75, 0.76, 0.77], [0.69, 0.70, 0.70], [0.40, 0.45, 0.43]),
@@ -118,6 +119,8 @@ def test_setting_checks_and_comparisons_read_the_per_seed_values():
     assert checks["weak modality (audio) probe under none >= 15 points below it alone"]
     assert checks["dominant modality (vision) probe under none within 3 points of it alone"]
     assert checks["fused accuracy under none above vision alone"]
+    hopeless = {**record, "setting": "hopeless", "unimodal": {"vision": [0.7] * 3, "audio": [0.12, 0.14, 0.13]}}
+    assert bench.setting_checks(hopeless) == [("weak modality (audio) alone within 5 points of chance (0.10)", True, "0.1300")]
     compared = bench.comparisons(record)
     assert compared["ogm_ge"]["fused_vs_none"][0] == pytest.approx((0.02 + 0.025 + 0.02) / 3)
     assert compared["ogm_ge"]["fused_vs_none"][1] > 0  # the interval lies above 0: it beats none
