@@ -1,10 +1,14 @@
-"""The `aim-hf` command: `aim-hf train [config.yaml|config.json] [--option value ...]`.
+"""The `aim-hf` command: `aim-hf train [config.yaml|config.json] [--option value ...]` and
+`aim-hf evaluate MODEL_DIR [--option value ...]`.
 
 Trains a [`MultimodalModel`] with balanced multimodal learning (AIM by default) on the embedded
 AV-digits dataset, evaluates it on the validation and test splits, saves it with its processors and
 prints fused and per-modality probe accuracy. Every option is a field of [`ModelArguments`],
 [`DataArguments`] or [`AIMConfig`]; a YAML/JSON file gives them too, and command-line options
 override the file. The same command runs under `accelerate launch -m aim_hf train ...`.
+
+`aim-hf evaluate` loads a saved model and its processors and reports, on a split of the embedded
+data, fused and probe accuracy and what each modality contributes (`aim_hf.evaluation`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,16 +29,22 @@ from aim_hf.model_card import hub_id
 from aim_hf.training_args import AIMConfig
 
 if TYPE_CHECKING:
-    from datasets import Dataset
+    from datasets import Dataset, DatasetDict
 
+    from aim_hf.modeling import MultimodalModel
+    from aim_hf.processing import MultimodalProcessor
     from aim_hf.trainer import AIMTrainer
 
 TRAIN_USAGE = "aim-hf train [CONFIG.yaml|CONFIG.json] [--option value ...] [--debug]"
+EVALUATE_USAGE = "aim-hf evaluate MODEL_DIR [--split test] [--output_json PATH] [--option value ...] [--debug]"
 USAGE = f"""usage: aim-hf COMMAND [...]
 
 commands:
-  train    train a balanced multimodal model on the embedded AV-digits data, evaluate and save it
-           ({TRAIN_USAGE}; `aim-hf train --help` lists its options)"""
+  train     train a balanced multimodal model on the embedded AV-digits data, evaluate and save it
+            ({TRAIN_USAGE}; `aim-hf train --help` lists its options)
+  evaluate  a saved model's fused and probe accuracy and each modality's contribution (accuracy
+            alone, Shapley value) on a split of the embedded data
+            ({EVALUATE_USAGE}; `aim-hf evaluate --help` lists its options)"""
 DEBUG_ENV = "AIM_HF_DEBUG"
 
 # Defaults of the command that differ from AIMConfig's: sized for the embedded data and small encoders.
@@ -80,7 +90,7 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class DatasetArguments:
     """The embedded AV-digits data (see docs/av_digits.md)."""
 
     setting: str = field(
@@ -96,10 +106,16 @@ class DataArguments:
         default=0.0,
         metadata={"help": "Std of Gaussian noise added to the images, as a fraction of the 0-255 range."},
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N examples only."})
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on the first N validation and test examples only."}
     )
+
+
+@dataclass
+class DataArguments(DatasetArguments):
+    """The embedded AV-digits data (see docs/av_digits.md)."""
+
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N examples only."})
     only_modality: str | None = field(
         default=None,
         metadata={
@@ -111,6 +127,17 @@ class DataArguments:
 
 def _subset(dataset: Any, limit: int | None) -> Any:
     return dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
+
+
+def load_data(data_args: DatasetArguments, num_mel_bins: int) -> DatasetDict:
+    """The AV-digits splits of `data_args` (spectrograms of `num_mel_bins` bins), the validation and
+    test splits cut to `max_eval_samples`."""
+    data = load_setting(
+        data_args.setting, seed=data_args.dataset_seed, num_mel_bins=num_mel_bins, image_noise=data_args.image_noise
+    )
+    for split in ("validation", "test"):
+        data[split] = _subset(data[split], data_args.max_eval_samples)
+    return data
 
 
 def build_parser() -> HfArgumentParser:
@@ -125,13 +152,14 @@ def build_parser() -> HfArgumentParser:
         allow_abbrev=False,  # `--learning_rat` must not pass as `--learning_rate`
     )
     parser.set_defaults(**TRAIN_DEFAULTS)
-    trainer_own = {f.name for f in fields(TrainingArguments)}
+    # learning_rate_mapping is AIMConfig's but belongs beside learning_rate.
+    trainer_own = {f.name for f in fields(TrainingArguments)} | {"learning_rate_mapping"}
     groups = [
         ("model", ModelArguments.__doc__, {f.name for f in fields(ModelArguments)}),
         ("data", DataArguments.__doc__, {f.name for f in fields(DataArguments)}),
         ("modulation", "The balanced-learning method and its hyperparameters (AIMConfig).",
          {f.name for f in fields(AIMConfig)} - trainer_own),
-        ("training", "transformers.TrainingArguments.", trainer_own),
+        ("training", "transformers.TrainingArguments, and learning_rate_mapping.", trainer_own),
     ]  # fmt: skip
     # HfArgumentParser puts every option in one group; regroup them by field (a bool's --no_x too).
     actions = [a for a in parser._optionals._group_actions if a.dest != "help"]
@@ -140,6 +168,93 @@ def build_parser() -> HfArgumentParser:
         group = parser.add_argument_group(title, description)
         group._group_actions.extend(a for a in actions if a.dest in names)
     return parser
+
+
+@dataclass
+class EvaluateArguments:
+    """What `aim-hf evaluate` reports on, and where."""
+
+    split: str = field(default="test", metadata={"help": "The split to evaluate on: 'validation' or 'test'."})
+    output_json: str | None = field(
+        default=None, metadata={"help": "Write the JSON report there (default: print it after the table)."}
+    )
+    batch_size: int = field(default=128, metadata={"help": "Examples per forward pass."})
+
+
+def build_evaluate_parser() -> HfArgumentParser:
+    """The `aim-hf evaluate` parser (MODEL_DIR, the first argument, is taken before it)."""
+    return HfArgumentParser(
+        (EvaluateArguments, DatasetArguments),
+        prog="aim-hf evaluate",
+        usage=EVALUATE_USAGE,
+        description="MODEL_DIR: a folder written by `aim-hf train` (or AIMTrainer.save_model). Blanking a modality "
+        "zeroes its feature before the fusion; see aim_hf.evaluation. Give the data options the model was "
+        f"trained with (--setting, --dataset_seed, --image_noise). --debug (or {DEBUG_ENV}=1) shows the traceback "
+        "of an error.",
+        allow_abbrev=False,
+    )
+
+
+def parse_evaluate_args(argv: list[str]) -> tuple[str, EvaluateArguments, DatasetArguments]:
+    """Parse `MODEL_DIR [--option value ...]`."""
+    parser = build_evaluate_parser()
+    if "-h" in argv or "--help" in argv:
+        parser.parse_args(["--help"])  # prints the help and exits
+    if not argv or argv[0].startswith("-"):
+        raise ValueError(f"give the model folder first: {EVALUATE_USAGE}")
+    model_dir, argv = argv[0], argv[1:]
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise ValueError(f"MODEL_DIR {model_dir!r} is not a saved model (no config.json there).")
+    eval_args, data_args, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if unknown:
+        raise ValueError(f"unknown options {unknown} (options are not abbreviated); see `aim-hf evaluate --help`.")
+    if eval_args.split not in ("validation", "test"):
+        raise ValueError(f"--split must be 'validation' or 'test', got {eval_args.split!r}.")
+    return model_dir, eval_args, data_args
+
+
+def prepare_evaluation(
+    model_dir: str, eval_args: EvaluateArguments, data_args: DatasetArguments
+) -> tuple[MultimodalModel, MultimodalProcessor, Dataset]:
+    """The saved model (on the GPU when there is one) and processor, and the split to evaluate on."""
+    import torch
+
+    from aim_hf.modeling import MultimodalModel
+    from aim_hf.processing import MultimodalProcessor
+
+    model = MultimodalModel.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
+    if list(model.modalities) != list(MODALITIES):
+        raise ValueError(f"{model_dir} holds a model over {model.modalities}; the embedded data has {MODALITIES}.")
+    processor = MultimodalProcessor.from_pretrained(model_dir)
+    data = load_data(data_args, model.config.encoder_configs["audio"].num_mel_bins)
+    return model, processor, data[eval_args.split]
+
+
+def evaluate_report(
+    model_dir: str,
+    eval_args: EvaluateArguments,
+    data_args: DatasetArguments,
+    model: MultimodalModel,
+    processor: MultimodalProcessor,
+    dataset: Dataset,
+) -> dict[str, Any]:
+    """Evaluate `model` on `dataset` (`aim_hf.evaluation.modality_contributions`), print the table and
+    write or print the JSON report (what was evaluated, then `ModalityContributions.to_dict()`);
+    returns the report."""
+    from aim_hf.evaluation import modality_contributions
+
+    result = modality_contributions(model, processor, dataset, batch_size=eval_args.batch_size)
+    report = {"model": model_dir, "split": eval_args.split, **asdict(data_args), **result.to_dict()}
+    where = f"AV-digits {data_args.setting!r} (dataset_seed {data_args.dataset_seed}), {eval_args.split} split"
+    print(f"{where}; model {model_dir}")
+    print(result.format_table())
+    text = json.dumps(report, indent=2)
+    if eval_args.output_json:
+        Path(eval_args.output_json).write_text(text + "\n")
+        print(f"JSON report written to {eval_args.output_json}")
+    else:
+        print(text)
+    return report
 
 
 def _check_encoder(option: str, name: str | None) -> None:
@@ -200,12 +315,7 @@ def build_trainer(
         num_attention_heads=model_args.num_attention_heads,
         intermediate_size=model_args.intermediate_size,
     )
-    data = load_setting(
-        data_args.setting,
-        seed=data_args.dataset_seed,
-        num_mel_bins=encoders["audio"].config.num_mel_bins,
-        image_noise=data_args.image_noise,
-    )
+    data = load_data(data_args, encoders["audio"].config.num_mel_bins)
     processor = av_digits_processor(encoders, data["train"], vision=model_args.vision_encoder)
     model = MultimodalModel.from_encoders(
         encoders,
@@ -218,8 +328,7 @@ def build_trainer(
     collator = MultimodalCollator(processor)
     if data_args.only_modality is not None:
         collator = BlankModalities(collator, keep=data_args.only_modality)
-    validation = _subset(data["validation"], data_args.max_eval_samples)
-    test = _subset(data["test"], data_args.max_eval_samples)
+    validation, test = data["validation"], data["test"]
     trainer = AIMTrainer(
         model=model,
         args=training_args,
@@ -272,25 +381,38 @@ def format_results(metrics: dict[str, float], modalities: tuple[str, ...] = MODA
     return "\n".join(lines)
 
 
+def _error(command: str, err: Exception, debug: bool) -> int:
+    """An error of the command line (options, files, encoders, model folder): one message, not a traceback."""
+    if debug:
+        raise err
+    print(f"aim-hf {command}: error: {err}\n(--debug or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
-    if argv[0] != "train":
-        print(f"aim-hf: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
+    command, argv = argv[0], argv[1:]
+    if command not in ("train", "evaluate"):
+        print(f"aim-hf: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
-    argv = argv[1:]
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
-    try:  # errors of the command line (options, files, encoders): a message, not a traceback
+    if command == "evaluate":
+        try:
+            parsed = parse_evaluate_args(argv)
+            prepared = prepare_evaluation(*parsed)
+        except (ValueError, OSError, ImportError) as err:
+            return _error(command, err, debug)
+        evaluate_report(*parsed, *prepared)
+        return 0
+    try:
         model_args, data_args, training_args = parse_train_args(argv)
         built = build_trainer(model_args, data_args, training_args)
     except (ValueError, OSError, ImportError) as err:
-        if debug:
-            raise
-        print(f"aim-hf train: error: {err}\n(--debug or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
-        return 2
+        return _error(command, err, debug)
     metrics = run(*built)
     if training_args.process_index == 0:
         print(f"\nAV-digits, modulation={training_args.modulation!r}; model saved to {training_args.output_dir}")

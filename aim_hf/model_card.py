@@ -74,6 +74,16 @@ METHODS: dict[str, dict[str, Any]] = {
         "paper": None,
         "citations": [AIM_CITATION],
     },
+    "agm": {
+        "title": "AGM (Adaptive Gradient Modulation; Li et al., ICCV 2023)",
+        "paper": None,
+        "citations": [AIM_CITATION],
+    },
+    "mla": {
+        "title": "MLA (Multimodal Learning with Alternating Unimodal Adaptation; Zhang et al., CVPR 2024)",
+        "paper": None,
+        "citations": [AIM_CITATION],
+    },
     "none": {"title": "joint training (no modulation)", "paper": None, "citations": [AIM_CITATION]},
 }
 

@@ -15,6 +15,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, sort_
 from transformers.utils import logging
 
 from .collator import MultimodalCollator, MultimodalProcessor
+from .learning_rates import mapped_learning_rates
 from .metrics import MultimodalMetrics
 from .model_card import MODEL_CARD_NAME, write_model_card
 from .modeling import MultimodalModel, MultimodalOutput
@@ -33,8 +34,8 @@ class PushToHubError(RuntimeError):
 
 class AIMTrainer(Trainer):
     """Trainer for [`MultimodalModel`] with balanced multimodal learning (`args.modulation`:
-    `"aim"`, `"ogm_ge"`, `"opm"`, `"mmpareto"`, `"pmr"`, `"unimodal_losses"` or `"none"`; the method's own
-    options in `args.modulation_kwargs`).
+    `"aim"`, `"ogm_ge"`, `"opm"`, `"mmpareto"`, `"pmr"`, `"agm"`, `"mla"`, `"unimodal_losses"` or `"none"`;
+    the method's own options in `args.modulation_kwargs`).
 
     Beyond `Trainer` it: runs the modulation method at its hook points (see
     `aim_hf.modulation.base`); gives each modality's encoder its own optimizer parameter groups
@@ -86,6 +87,8 @@ class AIMTrainer(Trainer):
         # read only this flag).
         self.model_accepts_loss_kwargs = False
         self.modulation = build_modulation(args.modulation, model, args)
+        # A learning_rate_mapping key that takes no parameter fails here, before train().
+        mapped_learning_rates(model, model.modalities, args.learning_rate_mapping)
         self.add_callback(_ModalityLearningRates(self))
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._step_stats: torch.Tensor | None = None
@@ -103,6 +106,10 @@ class AIMTrainer(Trainer):
             plain = isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and "bitsandbytes" not in str(cls)
             if plain and not kwargs.keys() & {"params", "model", "optimizer_dict"}:
                 self.optimizer = cls(self._parameter_groups(opt_model), **kwargs)
+            elif self.args.learning_rate_mapping:
+                raise ValueError(
+                    f"learning_rate_mapping needs an optimizer built from parameter groups; {self.args.optim} is not."
+                )
         optimizer = super().create_optimizer(model)
         warning = self.modulation.use_optimizer(optimizer)
         if warning:
@@ -110,22 +117,34 @@ class AIMTrainer(Trainer):
         return optimizer
 
     def _parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        """The trainable parameters split, as Trainer does, into weight decay / no decay, and each
-        half further by owner: one group per modality's encoder, tagged `"modality": m`, then the
-        heads, fusion and probes, tagged None. Empty groups are left out."""
+        """The trainable parameters split, as Trainer does, into weight decay / no decay, each half
+        further by owner (one set per modality's encoder, tagged `"modality": m`; the heads, fusion and
+        probes, tagged None) and by learning rate (`args.learning_rate_mapping`: a group of mapped
+        parameters carries its own `"lr"`). Groups at `learning_rate` come first, so that the logged
+        `learning_rate` (the first group's) stays the default one. Empty groups are left out."""
         decay = set(self.get_decay_parameter_names(model))
         unwrapped = self.accelerator.unwrap_model(model)
         owner = {id(p): m for m in unwrapped.modalities for p in unwrapped.encoders[m].parameters()}
-        params: dict[tuple[str | None, bool], list[nn.Parameter]] = defaultdict(list)
+        mapped = mapped_learning_rates(unwrapped, unwrapped.modalities, self.args.learning_rate_mapping)
+        lr_of = {id(p): mapped[name] for name, p in unwrapped.named_parameters() if name in mapped}
+        params: dict[tuple[str | None, float | None, bool], list[nn.Parameter]] = defaultdict(list)
         for name, p in model.named_parameters():
             if p.requires_grad:
-                params[owner.get(id(p)), name in decay].append(p)
-        return [
-            {"params": params[m, decays], "weight_decay": self.args.weight_decay if decays else 0.0, "modality": m}
-            for m in [*unwrapped.modalities, None]
-            for decays in (True, False)
-            if params[m, decays]
-        ]
+                params[owner.get(id(p)), lr_of.get(id(p)), name in decay].append(p)
+        rank = {m: i for i, m in enumerate([*unwrapped.modalities, None])}
+
+        def order(key: tuple[str | None, float | None, bool]) -> tuple[bool, int, float, bool]:
+            m, lr, decays = key
+            return lr is not None, rank[m], lr or 0.0, not decays
+
+        groups = []
+        for m, lr, decays in sorted(params, key=order):
+            weight_decay = self.args.weight_decay if decays else 0.0
+            group = {"params": params[m, lr, decays], "weight_decay": weight_decay, "modality": m}
+            if lr is not None:
+                group["lr"] = lr
+            groups.append(group)
+        return groups
 
     # ------------------------------------------------------------------------------ the step
     def compute_loss(
@@ -149,6 +168,12 @@ class AIMTrainer(Trainer):
             if extra_loss is not None:
                 loss = loss + extra_loss
             self._accumulate_step_stats(outputs, labels)
+        else:
+            logits = self.modulation.evaluation_logits(outputs)
+            if logits is not None:
+                fused_loss = nn.functional.cross_entropy(logits.float(), inputs["labels"])
+                loss = loss - outputs.fused_loss + fused_loss
+                outputs.logits, outputs.fused_loss = logits, fused_loss
         return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:

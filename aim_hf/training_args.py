@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .learning_rates import check_learning_rate_mapping
+
 
 @dataclass
 class AIMConfig(TrainingArguments):
@@ -26,9 +28,9 @@ class AIMConfig(TrainingArguments):
     modulation: str = field(
         default="aim",
         metadata={
-            "help": "Balanced-learning method: 'aim', 'ogm_ge', 'opm', 'mmpareto', 'pmr', 'unimodal_losses' "
-            "(joint training plus each modality's own cross-entropy) or 'none' (plain joint training); "
-            "docs/methods/<method>.md."
+            "help": "Balanced-learning method: 'aim', 'ogm_ge', 'opm', 'mmpareto', 'pmr', 'agm', 'mla', "
+            "'unimodal_losses' (joint training plus each modality's own cross-entropy) or 'none' (plain joint "
+            "training); docs/methods/<method>.md."
         },
     )
     modulation_start: float | None = field(
@@ -49,6 +51,16 @@ class AIMConfig(TrainingArguments):
             'e.g. \'{"alpha": 0.3}\' for ogm_ge. Each method lists its options in the dataclass `Config` beside '
             "it (docs/methods/<method>.md); an unknown key fails with the method's options. AIM still takes its "
             "aim_* options."
+        },
+    )
+    learning_rate_mapping: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rates of chosen parameters, as a JSON object (a mapping in a YAML/JSON config file): "
+            "key a modality name (its whole encoder) or a regex matching whole parameter names, value a "
+            'learning rate, e.g. \'{"text": 2e-5, "fusion\\\\..*": 1e-2}\'. A parameter takes the first key that '
+            "matches it, the rest learning_rate; the scheduler scales each from its own rate. A key that takes "
+            "no trainable parameter is an error."
         },
     )
     # AIM
@@ -135,15 +147,10 @@ class AIMConfig(TrainingArguments):
             raise ValueError(f"Unknown modulation {self.modulation!r}: choose one of {', '.join(MODULATIONS)}.")
         if self.modulation_start is not None and self.modulation_start < 0:
             raise ValueError(f"modulation_start must be >= 0, got {self.modulation_start}.")
-        if isinstance(self.modulation_kwargs, str):
-            try:
-                self.modulation_kwargs = json.loads(self.modulation_kwargs)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"modulation_kwargs is not a JSON object: {err}.") from None
-        if self.modulation_kwargs is None:
-            self.modulation_kwargs = {}
-        if not isinstance(self.modulation_kwargs, dict):
-            raise ValueError(f"modulation_kwargs must be a JSON object / mapping, got {self.modulation_kwargs!r}.")
+        self.modulation_kwargs = _json_mapping("modulation_kwargs", self.modulation_kwargs)
+        self.learning_rate_mapping = check_learning_rate_mapping(
+            _json_mapping("learning_rate_mapping", self.learning_rate_mapping)
+        )
         MODULATIONS[self.modulation].make_config(self.modulation_kwargs)  # fail at parse time, not in the trainer
         if self.aim_r_max < 0 or self.aim_r_max > 1:
             raise ValueError(f"aim_r_max must lie in [0, 1], got {self.aim_r_max}.")
@@ -161,3 +168,17 @@ class AIMConfig(TrainingArguments):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.aim_prototype_iters < 0:
             raise ValueError(f"aim_prototype_iters must be >= 0, got {self.aim_prototype_iters}.")
+
+
+def _json_mapping(name: str, value: dict | str | None) -> dict:
+    """A dict field given as a dict, a JSON object string (the command line) or None (empty)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name} is not a JSON object: {err}.") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object / mapping, got {value!r}.")
+    return value

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..modeling import MultimodalModel
+from .agm import AGM
 from .aim import AIM
 from .base import Modulation, NoModulation
+from .mla import MLA
 from .mmpareto import MMPareto
 from .ogm_ge import OGMGE
 from .opm import OPM
@@ -15,7 +17,7 @@ from .pmr import PMR
 from .unimodal_losses import UnimodalLosses
 
 MODULATIONS: dict[str, type[Modulation]] = {
-    cls.name: cls for cls in (AIM, NoModulation, OGMGE, UnimodalLosses, OPM, MMPareto, PMR)
+    cls.name: cls for cls in (AIM, NoModulation, OGMGE, UnimodalLosses, OPM, MMPareto, PMR, AGM, MLA)
 }
 
 
@@ -29,6 +31,6 @@ def build_modulation(name: str, model: MultimodalModel, args: Any) -> Modulation
 
 
 __all__ = [
-    "AIM", "MMPareto", "MODULATIONS", "Modulation", "NoModulation", "OGMGE", "OPM", "PMR", "UnimodalLosses",
-    "build_modulation",
+    "AGM", "AIM", "MLA", "MMPareto", "MODULATIONS", "Modulation", "NoModulation", "OGMGE", "OPM", "PMR",
+    "UnimodalLosses", "build_modulation",
 ]  # fmt: skip

@@ -18,6 +18,9 @@ The trainer calls a method at these points of each optimizer step:
 4. `lr_scales()` just before `optimizer.step()`: per-modality factors on the learning rate of each
    encoder's parameter groups (see `modality_param_groups`) for that one step, undone right after.
 
+In evaluation and prediction (labels given) the trainer calls `evaluation_logits(outputs)`: a
+method may evaluate with other logits than the fused ones (MLA's entropy-weighted fusion).
+
 Once the trainer has built the optimizer it calls `use_optimizer(optimizer)`, so that a method can
 adapt to it (OGM-GE picks gradient or update scaling) or warn that the optimizer cancels it.
 
@@ -70,6 +73,30 @@ def is_adaptive_optimizer(optimizer: torch.optim.Optimizer) -> bool:
     """Whether `optimizer` (or the optimizer it wraps) normalises each update by its gradient's scale."""
     optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer
     return any(word in cls.__name__.lower() for cls in type(optimizer).__mro__ for word in _ADAPTIVE_NAMES)
+
+
+def choose_scaling_mode(
+    method: str, requested: str, optimizer: torch.optim.Optimizer, modalities: Iterable[str]
+) -> tuple[str, str | None]:
+    """The scaling mode (`"gradient"` or `"update"`) of a method whose per-modality coefficient
+    multiplies either the encoder gradients or, through `lr_scales`, the encoder updates, for the
+    `requested` mode (`"auto"`: "update" under an adaptive optimizer, which would cancel a gradient
+    factor, else "gradient"); with a warning when a gradient factor runs under an adaptive optimizer.
+    Fails now (not at a step) if update mode finds no modality-tagged parameter groups."""
+    adaptive = is_adaptive_optimizer(optimizer)
+    mode = ("update" if adaptive else "gradient") if requested == "auto" else requested
+    if mode == "update":
+        modality_param_groups(optimizer, required=modalities)
+        return mode, None
+    if adaptive:
+        name = type(getattr(optimizer, "optimizer", optimizer)).__name__
+        return mode, (
+            f"{method} with mode='gradient' multiplies the encoders' gradients by its coefficients, but {name} "
+            "divides each update by the gradient's own scale, so the modulation does almost nothing. Use "
+            "modulation_kwargs mode='update' (or 'auto') to scale the encoders' updates instead, or an SGD "
+            "optimizer."
+        )
+    return mode, None
 
 
 def modality_param_groups(
@@ -197,6 +224,11 @@ class Modulation:
     def use_optimizer(self, optimizer: torch.optim.Optimizer) -> str | None:
         """Called once the trainer has built the optimizer, before the first step. Returns a warning
         for the user when this optimizer cancels what the method does, else None."""
+        return None
+
+    def evaluation_logits(self, outputs: MultimodalOutput) -> torch.Tensor | None:
+        """Logits to evaluate and predict with in place of the model's fused ones (None: keep them);
+        the trainer also recomputes the fused part of the evaluation loss from them."""
         return None
 
     def lr_scales(self) -> dict[str, float]:

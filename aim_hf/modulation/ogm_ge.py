@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, all_reduce_sum, is_adaptive_optimizer, modality_param_groups
+from .base import Modulation, all_reduce_sum, choose_scaling_mode
 
 # GE's noise std as a multiple of the gradient's std, per mode, when `noise_scale` is None. Under
 # Adam, noise as large as the gradient's own spread swamps its signal, so update mode uses a tenth
@@ -94,20 +94,8 @@ class OGMGE(Modulation):
         return DEFAULT_NOISE_SCALE[self.mode] if scale is None else scale
 
     def use_optimizer(self, optimizer: torch.optim.Optimizer) -> str | None:
-        adaptive = is_adaptive_optimizer(optimizer)
-        if self.config.mode == "auto":
-            self.mode = "update" if adaptive else "gradient"
-        if self.mode == "update":
-            modality_param_groups(optimizer, required=self.modalities)  # fails now rather than at a step
-        elif adaptive:
-            name = type(getattr(optimizer, "optimizer", optimizer)).__name__
-            return (
-                f"ogm_ge with mode='gradient' multiplies the dominant encoder's gradients by k, but {name} "
-                "divides each update by the gradient's own scale, so the modulation does almost nothing. Use "
-                "modulation_kwargs mode='update' (or 'auto') to scale that encoder's update instead, or an SGD "
-                "optimizer."
-            )
-        return None
+        self.mode, warning = choose_scaling_mode(self.name, self.config.mode, optimizer, self.modalities)
+        return warning
 
     def lr_scales(self) -> dict[str, float]:
         return self._lr_scales

@@ -1,0 +1,170 @@
+"""AGM: adaptive gradient modulation (Li et al., "Boosting Multi-modal Model Performance with
+Adaptive Gradient Modulation", ICCV 2023).
+
+Per training micro-batch, each modality's *mono-modal response* is its Shapley value in the fused
+logits, with a modality "absent" when its final feature enters the fusion as zeros:
+`phi_m = sum_{S not containing m} |S|! (M - |S| - 1)! / M! * (f(S + {m}) - f(S))`, where `f(S)` is
+the fusion of the features in S with the others zeroed (for two modalities, the average of m's two
+marginal contributions, `(f(a, v) - f(0, v) + f(a, 0) - f(0, 0)) / 2`). The `2^M` fusions re-use
+the forward's cached final features (`depth_features[m][-1]`): no encoder runs again. The score
+of m is the mean cross-entropy of its response, `s_m = mean_i -log softmax(phi_m)_i[y_i]`, summed
+over the step's micro-batches and all processes. Per optimizer step:
+
+- ratio `r_m = discrepancy_ratios(exp(-s))_m` (for two modalities `exp(s_v - s_a)` for a);
+- target ratio `rbar_m`: the same of the running mean of the previous steps' scores (1 at the
+  first step, as the reference's zero-initialised running scores give);
+- coefficient `k_m = exp(alpha * min(rbar_m - r_m, 7))`: a modality more dominant than usual is
+  slowed (k < 1), one less dominant than usual is sped up (k > 1).
+
+`mode` says what k multiplies, as for OGM-GE: each encoder's gradient ("gradient", the paper's
+gradient modulation) or, through the learning rate of its parameter groups, its update ("update",
+which an adaptive optimizer cannot cancel); "auto" picks by the optimizer. Which parts are the
+paper's: docs/methods/agm.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from ..modeling import MultimodalModel, MultimodalOutput
+from .base import Modulation, all_reduce_sum, choose_scaling_mode, gradients_finite
+from .ogm_ge import discrepancy_ratios
+
+# The reference caps the exponent of the coefficient so that exp() cannot overflow.
+MAX_EXPONENT = 7.0
+# Probabilities below this count as this in the cross-entropy (a zero would give an infinite score).
+MIN_PROBABILITY = 1e-8
+
+
+@dataclass
+class AGMConfig:
+    """AGM's hyperparameters (`modulation_kwargs`); defaults: BalanceBenchmark's AGM configuration."""
+
+    alpha: float = 0.1
+    """Strength in `k = exp(alpha * (rbar - r))`."""
+    mode: Literal["auto", "gradient", "update"] = "auto"
+    """What k scales: 'gradient' (the paper, trained with SGD), 'update' (the encoder's learning rate for
+    the step; ours, since Adam cancels a gradient factor), 'auto' ('update' under an adaptive optimizer)."""
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0:
+            raise ValueError(f"agm's alpha must be >= 0, got {self.alpha}.")
+
+
+def shapley_responses(
+    fuse: Any, features: dict[str, torch.Tensor], modalities: list[str]
+) -> dict[str, torch.Tensor]:
+    """Each modality's Shapley value in the logits `fuse(features)` (a callable from a dict of
+    features to logits), a modality left out of a coalition entering as zeros."""
+    num = len(modalities)
+    zeros = {m: torch.zeros_like(f) for m, f in features.items()}
+    value: dict[frozenset[str], torch.Tensor] = {}
+    for size in range(num + 1):
+        for coalition in itertools.combinations(modalities, size):
+            value[frozenset(coalition)] = fuse({m: features[m] if m in coalition else zeros[m] for m in modalities})
+    responses = {}
+    for m in modalities:
+        others = [o for o in modalities if o != m]
+        terms = []
+        for size in range(num):
+            weight = math.factorial(size) * math.factorial(num - size - 1) / math.factorial(num)
+            for coalition in itertools.combinations(others, size):
+                subset = frozenset(coalition)
+                terms.append(weight * (value[subset | {m}] - value[subset]))
+        responses[m] = sum(terms)
+    return responses
+
+
+def agm_coefficients(
+    scores: torch.Tensor, mean_scores: torch.Tensor | None, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ratios, target ratios and coefficients `exp(alpha * min(rbar - r, 7))` for a 1-D tensor of
+    per-modality response cross-entropies and their running mean over earlier steps (None: none yet)."""
+    ratios = discrepancy_ratios(torch.exp(-scores))
+    targets = torch.ones_like(ratios) if mean_scores is None else discrepancy_ratios(torch.exp(-mean_scores))
+    coeffs = torch.exp(alpha * (targets - ratios).clamp(max=MAX_EXPONENT))
+    return ratios, targets, coeffs
+
+
+class AGM(Modulation):
+    name = "agm"
+    default_start = 0.0
+    Config = AGMConfig
+
+    def __init__(self, model: MultimodalModel, args: Any) -> None:
+        super().__init__(model, args)
+        self.mode = "gradient" if self.config.mode == "auto" else self.config.mode
+        # State: the sum of the per-step scores and the number of steps, for the running mean.
+        self.score_sum = torch.zeros(len(self.modalities), dtype=torch.float64)
+        self.score_steps = 0
+        self._sums: torch.Tensor | None = None  # per modality the cross-entropy sums, then the sample count
+        self._lr_scales: dict[str, float] = {}
+
+    def use_optimizer(self, optimizer: torch.optim.Optimizer) -> str | None:
+        self.mode, warning = choose_scaling_mode(self.name, self.config.mode, optimizer, self.modalities)
+        return warning
+
+    def lr_scales(self) -> dict[str, float]:
+        return self._lr_scales
+
+    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> None:
+        with torch.no_grad():
+            features = {m: outputs.depth_features[m][-1] for m in self.modalities}
+            responses = shapley_responses(lambda f: self.model.fusion(f)[0], features, self.modalities)
+            sums = []
+            for m in self.modalities:
+                p = responses[m].float().softmax(-1).gather(1, labels[:, None])
+                sums.append(-p.clamp(min=MIN_PROBABILITY).log().sum())
+            batch = torch.stack(sums + [torch.tensor(float(labels.shape[0]), device=labels.device)])
+        self._sums = batch if self._sums is None else self._sums + batch
+        return None
+
+    def step(
+        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
+    ) -> dict[str, float]:
+        self._lr_scales = {}
+        if self._sums is None:
+            return {}
+        totals = all_reduce_sum(self._sums).double().cpu()
+        self._sums = None
+        # A step the GradScaler skips (an fp16 overflow) must leave the state as it was.
+        if grad_scale is not None and not gradients_finite(model):
+            return {}
+        scores = totals[:-1] / totals[-1]
+        mean = self.score_sum / self.score_steps if self.score_steps else None
+        ratios, targets, coeffs = agm_coefficients(scores, mean, self.config.alpha)
+        self.score_sum = self.score_sum + scores
+        self.score_steps += 1
+        active = self.is_active(global_step, max_steps)
+        if active:
+            ks = dict(zip(self.modalities, coeffs.tolist()))
+            if self.mode == "update":
+                self._lr_scales = ks
+            else:
+                self._scale_gradients(model, ks)
+        metrics = {"agm/active": float(active)}
+        for i, m in enumerate(self.modalities):
+            metrics[f"agm/score/{m}"] = scores[i].item()
+            metrics[f"agm/ratio/{m}"] = ratios[i].item()
+            metrics[f"agm/target_ratio/{m}"] = targets[i].item()
+            metrics[f"agm/coeff/{m}"] = coeffs[i].item() if active else 1.0
+        return metrics
+
+    @torch.no_grad()
+    def _scale_gradients(self, model: MultimodalModel, coeffs: dict[str, float]) -> None:
+        for m, k in coeffs.items():
+            grads = [p.grad for p in model.encoders[m].parameters() if p.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, k)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"score_sum": self.score_sum.clone(), "score_steps": self.score_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.score_sum, self.score_steps = state["score_sum"].clone(), state["score_steps"]

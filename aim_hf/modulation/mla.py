@@ -1,0 +1,147 @@
+"""MLA: multimodal learning by alternating unimodal adaptation (Zhang, Yang, Yao et al., CVPR 2024).
+
+Training alternates modalities: optimizer step t trains modality `m = modalities[t % M]` alone,
+through the shared head. The shared head is the model's fusion, which here sees m's final feature
+and zeros for every other modality (`feature_keep`), so the model's fused cross-entropy is m's
+unimodal loss; the other encoders' gradients are dropped (set to None, so that the optimizer leaves
+them alone, momentum and weight decay included). The probes train on every step as usual.
+
+Gradient modification: the fusion's gradient of step t (all its parameters as one vector, after
+accumulation and the all-reduce) is projected orthogonal to the fusion's gradient of step t - 1
+(the previous modality's), `g <- g - (g . g_prev / |g_prev|^2) g_prev`, so that learning modality m
+does not undo, to first order, what the previous modality's step taught the head. `g_prev` is the
+previous step's gradient before its own projection, kept as state.
+
+Evaluation (`eval_fusion="entropy"`): the prediction is the uncertainty-weighted combination of the
+head's per-modality logits `z_m` (the fusion with only m present): per sample, `w = softmax(-H)`
+over the modalities' prediction entropies `H_m = H(softmax(z_m))`, logits `sum_m w_m z_m`. It is
+applied by `AIMTrainer` in evaluation and prediction (`Modulation.evaluation_logits`); the model's
+own forward keeps the fused logits. Which parts are the paper's: docs/methods/mla.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from ..modeling import MultimodalModel, MultimodalOutput
+from .base import Modulation, all_reduce_sum, gradients_finite
+
+
+@dataclass
+class MLAConfig:
+    """MLA's hyperparameters (`modulation_kwargs`)."""
+
+    gradient_projection: bool = True
+    """Project the head's gradient orthogonal to the previous step's (the paper's gradient modification)."""
+    eval_fusion: Literal["entropy", "model"] = "entropy"
+    """Evaluation logits: 'entropy' (the paper's uncertainty-weighted fusion of the per-modality logits)
+    or 'model' (the model's fused logits with every modality present)."""
+
+
+def unimodal_head_logits(model: MultimodalModel, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The fusion's logits with only modality m's feature present (the others zeros), per modality."""
+    zeros = {m: torch.zeros_like(f) for m, f in features.items()}
+    return {m: model.fusion({**zeros, m: f})[0] for m, f in features.items()}
+
+
+def entropy_weighted_logits(logits: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sum_m w_m z_m` with per-sample weights `w = softmax(-H)` over the modalities' prediction
+    entropies; returns the logits and the weights `(batch, M)`."""
+    stacked = torch.stack([z.float() for z in logits.values()], dim=1)  # (batch, M, classes)
+    log_p = stacked.log_softmax(-1)
+    entropy = -(log_p.exp() * log_p).sum(-1)
+    weights = (-entropy).softmax(dim=1)
+    return (weights.unsqueeze(-1) * stacked).sum(1), weights
+
+
+def project_orthogonal(g: torch.Tensor, g_prev: torch.Tensor) -> torch.Tensor:
+    """`g` less its component along `g_prev` (`g` itself when `g_prev` is zero)."""
+    norm = torch.dot(g_prev, g_prev)
+    if norm == 0:
+        return g
+    return g - (torch.dot(g, g_prev) / norm) * g_prev
+
+
+class MLA(Modulation):
+    name = "mla"
+    default_start = 0.0
+    Config = MLAConfig
+
+    def __init__(self, model: MultimodalModel, args: Any) -> None:
+        super().__init__(model, args)
+        if self.start != 0 or self.end is not None:
+            # The alternation is the whole training method; there is no joint phase to fall back on.
+            raise ValueError(
+                "mla alternates modalities for the whole training: leave modulation_start and modulation_end unset."
+            )
+        self._head = [p for p in model.fusion.parameters() if p.requires_grad]
+        # State: the fusion's gradient of the previous step (zeros before the first).
+        self.prev_head_grad = torch.zeros(sum(p.numel() for p in self._head))
+        self._step, self._rows = 0, 0
+        self._sums: torch.Tensor | None = None  # the step's loss sum, then the sample count
+
+    def modality_of(self, global_step: int) -> str:
+        """The modality optimizer step `global_step` trains."""
+        return self.modalities[global_step % len(self.modalities)]
+
+    def begin_micro_batch(self, global_step: int, labels: torch.Tensor, grad_scale: float | None = None) -> None:
+        self._step, self._rows = global_step, labels.shape[0]
+
+    def forward_kwargs(self) -> dict[str, Any]:
+        active = self.modality_of(self._step)
+        device = next(self.model.parameters()).device
+        return {"feature_keep": {m: torch.zeros(self._rows, device=device) for m in self.modalities if m != active}}
+
+    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> None:
+        n = float(labels.shape[0])
+        batch = torch.stack([outputs.fused_loss.detach().float() * n, torch.tensor(n, device=labels.device)])
+        self._sums = batch if self._sums is None else self._sums + batch
+        return None
+
+    def evaluation_logits(self, outputs: MultimodalOutput) -> torch.Tensor | None:
+        if self.config.eval_fusion == "model":
+            return None
+        features = {m: outputs.depth_features[m][-1] for m in self.modalities}
+        return entropy_weighted_logits(unimodal_head_logits(self.model, features))[0]
+
+    def step(
+        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
+    ) -> dict[str, float]:
+        active = self.modality_of(global_step)
+        metrics: dict[str, float] = {}
+        if self._sums is not None:
+            totals = all_reduce_sum(self._sums)
+            self._sums = None
+            metrics[f"mla/loss/{active}"] = (totals[0] / totals[1]).item()
+        for m in self.modalities:
+            if m != active:
+                for p in model.encoders[m].parameters():
+                    p.grad = None
+        # A step the GradScaler skips (an fp16 overflow) must leave the state as it was.
+        if not self.config.gradient_projection or (grad_scale is not None and not gradients_finite(model)):
+            return metrics
+        if not any(p.grad is not None for p in self._head):
+            return metrics
+        with torch.no_grad():
+            # A parameter outside this step's graph has no gradient: zero in the vector, left as None.
+            g = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1).float() for p in self._head])
+            prev = self.prev_head_grad.to(g.device)
+            if bool(prev.any()):
+                metrics["mla/head_cos"] = (torch.dot(g, prev) / (g.norm() * prev.norm()).clamp(min=1e-30)).item()
+                projected = project_orthogonal(g, prev)
+                offset = 0
+                for p in self._head:
+                    if p.grad is not None:
+                        p.grad.copy_(projected[offset : offset + p.numel()].view_as(p))
+                    offset += p.numel()
+            self.prev_head_grad = g.cpu()
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"prev_head_grad": self.prev_head_grad.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.prev_head_grad = state["prev_head_grad"].clone()
