@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, all_reduce_sum, choose_scaling_mode, gradients_finite
+from .base import Modulation, StepSums, choose_scaling_mode, gradients_finite
 from .ogm_ge import discrepancy_ratios
 
 # The reference caps the exponent of the coefficient so that exp() cannot overflow.
@@ -103,7 +103,7 @@ class AGM(Modulation):
         # State: the sum of the per-step scores and the number of steps, for the running mean.
         self.score_sum = torch.zeros(len(self.modalities), dtype=torch.float64)
         self.score_steps = 0
-        self._sums: torch.Tensor | None = None  # per modality the cross-entropy sums, then the sample count
+        self._sums = StepSums()  # per modality the cross-entropy sums, then the sample count
         self._lr_scales: dict[str, float] = {}
 
     def use_optimizer(self, optimizer: torch.optim.Optimizer) -> str | None:
@@ -122,17 +122,17 @@ class AGM(Modulation):
                 p = responses[m].float().softmax(-1).gather(1, labels[:, None])
                 sums.append(-p.clamp(min=MIN_PROBABILITY).log().sum())
             batch = torch.stack(sums + [torch.tensor(float(labels.shape[0]), device=labels.device)])
-        self._sums = batch if self._sums is None else self._sums + batch
+        self._sums.add(batch)
         return None
 
     def step(
         self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
     ) -> dict[str, float]:
         self._lr_scales = {}
-        if self._sums is None:
+        totals = self._sums.reduce()
+        if totals is None:
             return {}
-        totals = all_reduce_sum(self._sums).double().cpu()
-        self._sums = None
+        totals = totals.double().cpu()
         # A step the GradScaler skips (an fp16 overflow) must leave the state as it was.
         if grad_scale is not None and not gradients_finite(model):
             return {}

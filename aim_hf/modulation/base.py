@@ -69,6 +69,23 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 _ADAPTIVE_NAMES = ("adam", "adagrad", "adadelta", "rmsprop", "rprop", "adafactor", "lamb", "lion")
 
 
+class StepSums:
+    """Statistics summed over an optimizer step's micro-batches (`add`), then summed over every
+    process once per step (`reduce`, which also starts the next step): what a method computes from
+    the global batch, identical on every process."""
+
+    def __init__(self) -> None:
+        self._total: torch.Tensor | None = None
+
+    def add(self, batch: torch.Tensor) -> None:
+        self._total = batch if self._total is None else self._total + batch
+
+    def reduce(self) -> torch.Tensor | None:
+        """The step's sums over all processes (None if nothing was added), and a fresh start."""
+        total, self._total = self._total, None
+        return None if total is None else all_reduce_sum(total)
+
+
 def is_adaptive_optimizer(optimizer: torch.optim.Optimizer) -> bool:
     """Whether `optimizer` (or the optimizer it wraps) normalises each update by its gradient's scale."""
     optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer

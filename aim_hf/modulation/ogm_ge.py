@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, all_reduce_sum, choose_scaling_mode
+from .base import Modulation, StepSums, choose_scaling_mode
 
 # GE's noise std as a multiple of the gradient's std, per mode, when `noise_scale` is None. Under
 # Adam, noise as large as the gradient's own spread swamps its signal, so update mode uses a tenth
@@ -83,7 +83,7 @@ class OGMGE(Modulation):
 
     def __init__(self, model: MultimodalModel, args) -> None:
         super().__init__(model, args)
-        self._scores = None  # per-modality sums of the true-class probability, then the sample count
+        self._scores = StepSums()  # per-modality sums of the true-class probability, then the sample count
         self.mode = "gradient" if self.config.mode == "auto" else self.config.mode
         self._lr_scales: dict[str, float] = {}
 
@@ -107,17 +107,16 @@ class OGMGE(Modulation):
                 for m in self.modalities
             ]
             batch = torch.stack(sums + [torch.tensor(float(labels.shape[0]), device=labels.device)])
-        self._scores = batch if self._scores is None else self._scores + batch
+        self._scores.add(batch)
         return None
 
     def step(
         self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
     ) -> dict[str, float]:
         self._lr_scales = {}
-        if self._scores is None:
+        totals = self._scores.reduce()
+        if totals is None:
             return {}
-        totals = all_reduce_sum(self._scores)
-        self._scores = None
         scores = totals[:-1] / totals[-1]
         ratios, coeffs = ogm_coefficients(scores, self.config.alpha)
         active = self.is_active(global_step, max_steps)

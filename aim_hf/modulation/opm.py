@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, all_reduce_sum, gradients_finite, rank_and_world
+from .base import Modulation, StepSums, gradients_finite, rank_and_world
 from .ogm_ge import discrepancy_ratios
 
 
@@ -66,7 +66,7 @@ class OPM(Modulation):
         super().__init__(model, args)
         # Drop probability per modality for the coming step (state: it decides the next step's draws).
         self.drop_prob = torch.zeros(len(self.modalities))
-        self._sums: torch.Tensor | None = None  # per modality: score sums, kept counts; then the sample count
+        self._sums = StepSums()  # per modality: score sums, kept counts; then the sample count
         self._keep: dict[str, torch.Tensor] | None = None
         self._micro = 0  # micro-batches of the step under way so far
         self._step = 0
@@ -104,17 +104,16 @@ class OPM(Modulation):
                 counts.append(keep.sum())
             n = torch.tensor(float(labels.shape[0]), device=labels.device)
             batch = torch.stack(sums + counts + [n])
-        self._sums = batch if self._sums is None else self._sums + batch
+        self._sums.add(batch)
         return None
 
     def step(
         self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
     ) -> dict[str, float]:
         self._micro = 0
-        if self._sums is None:
+        totals = self._sums.reduce()
+        if totals is None:
             return {}
-        totals = all_reduce_sum(self._sums)
-        self._sums = None
         # A step the GradScaler skips (an fp16 overflow) must leave the state as it was.
         if grad_scale is not None and not gradients_finite(model):
             return {}

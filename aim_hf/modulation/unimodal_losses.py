@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, all_reduce_sum
+from .base import Modulation, StepSums
 
 
 def unimodal_cross_entropies(outputs: MultimodalOutput, modalities: list[str], labels: torch.Tensor) -> torch.Tensor:
@@ -49,20 +49,20 @@ class UnimodalLosses(Modulation):
             raise ValueError(
                 "unimodal_losses is on for the whole training: leave modulation_start and modulation_end unset."
             )
-        self._sums: torch.Tensor | None = None  # per-modality loss sums over the step's samples, then the count
+        self._sums = StepSums()  # per-modality loss sums over the step's samples, then the count
 
     def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> torch.Tensor:
         losses = unimodal_cross_entropies(outputs, self.modalities, labels)
         n = float(labels.shape[0])
         batch = torch.cat([losses.detach() * n, torch.tensor([n], device=losses.device)])
-        self._sums = batch if self._sums is None else self._sums + batch
+        self._sums.add(batch)
         return self.config.weight * losses.sum()
 
     def step(
         self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
     ) -> dict[str, float]:
-        if self._sums is None:
+        totals = self._sums.reduce()
+        if totals is None:
             return {}
-        totals = all_reduce_sum(self._sums).tolist()
-        self._sums = None
+        totals = totals.tolist()
         return {f"unimodal/loss/{m}": totals[i] / totals[-1] for i, m in enumerate(self.modalities)}
