@@ -2,8 +2,9 @@
 `aim-hf evaluate MODEL_DIR [--option value ...]`.
 
 Trains a [`MultimodalModel`] with balanced multimodal learning (AIM by default) on the embedded
-AV-digits dataset, evaluates it on the validation and test splits, saves it with its processors and
-prints fused and per-modality probe accuracy. Every option is a field of [`ModelArguments`],
+AV-digits dataset, or on your own (`--dataset_name`, `--modality_columns`, `--encoders`; see
+`aim_hf.data.loading`), evaluates it on the validation and test splits, saves it with its processors
+and prints fused and per-modality probe accuracy. Every option is a field of [`ModelArguments`],
 [`DataArguments`] or [`AIMConfig`]; a YAML/JSON file gives them too, and command-line options
 override the file. The same command runs under `accelerate launch -m aim_hf train ...`.
 
@@ -25,11 +26,12 @@ from transformers import HfArgumentParser, TrainingArguments
 from aim_hf.data.av_digits import LABEL_NAMES, MODALITIES, av_digits_encoders, av_digits_processor
 from aim_hf.data.settings import load_setting
 from aim_hf.data.unimodal import BlankModalities
-from aim_hf.model_card import hub_id
-from aim_hf.training_args import AIMConfig
+from aim_hf.pretrained import check_name_or_path
+from aim_hf.training_args import AIMConfig, _json_mapping
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
+    from transformers import PreTrainedModel
 
     from aim_hf.modeling import MultimodalModel
     from aim_hf.processing import MultimodalProcessor
@@ -40,7 +42,8 @@ EVALUATE_USAGE = "aim-hf evaluate MODEL_DIR [--split test] [--output_json PATH] 
 USAGE = f"""usage: aim-hf COMMAND [...]
 
 commands:
-  train     train a balanced multimodal model on the embedded AV-digits data, evaluate and save it
+  train     train a balanced multimodal model on the embedded AV-digits data or your own
+            (--dataset_name), evaluate and save it
             ({TRAIN_USAGE}; `aim-hf train --help` lists its options)
   evaluate  a saved model's fused and probe accuracy and each modality's contribution (accuracy
             alone, Shapley value) on a split of the embedded data
@@ -67,6 +70,16 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 class ModelArguments:
     """The multimodal model: its encoders and how their features are fused."""
 
+    encoders: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "With --dataset_name: one encoder per modality, as a JSON object modality -> Hub id or local "
+            'folder (a mapping in a YAML/JSON config file), e.g. \'{"vision": "google/vit-base-patch16-224-in21k", '
+            '"text": "google-bert/bert-base-uncased"}\'. Each one\'s processor is loaded from the same place: the '
+            "text modality takes the tokenizer, any other the image processor or feature extractor (else the "
+            "tokenizer); of a CLIP-like checkpoint the matching tower is kept."
+        },
+    )
     vision_encoder: str | None = field(
         default=None,
         metadata={"help": "Pretrained vision encoder (Hub id or local folder). Default: a small ViT from its config."},
@@ -88,6 +101,9 @@ class ModelArguments:
         default=0, metadata={"help": "Leading audio layers frozen with the embeddings (-1: the whole encoder)."}
     )
 
+    def __post_init__(self) -> None:
+        self.encoders = _json_mapping("encoders", self.encoders)
+
 
 @dataclass
 class DatasetArguments:
@@ -101,7 +117,13 @@ class DatasetArguments:
             "see docs/settings.md."
         },
     )
-    dataset_seed: int = field(default=0, metadata={"help": "Seed of the pairing, the split and the image noise."})
+    dataset_seed: int = field(
+        default=0,
+        metadata={
+            "help": "Seed of the pairing, the split and the image noise; with --dataset_name, of the validation "
+            "split drawn from train."
+        },
+    )
     image_noise: float = field(
         default=0.0,
         metadata={"help": "Std of Gaussian noise added to the images, as a fraction of the 0-255 range."},
@@ -113,8 +135,49 @@ class DatasetArguments:
 
 @dataclass
 class DataArguments(DatasetArguments):
-    """The embedded AV-digits data (see docs/av_digits.md)."""
+    """The data: the embedded AV-digits (see docs/av_digits.md), or your own with --dataset_name."""
 
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Your own data (default: the embedded AV-digits): a Hub dataset id; a folder written by "
+            "save_to_disk (a DatasetDict, or a Dataset: the train split); a folder load_dataset reads (imagefolder, "
+            "audiofolder, or csv / json / parquet files named train / validation / test); a csv / json / parquet "
+            "file (the train split); or a builder name (csv, json, parquet, imagefolder, audiofolder) with "
+            "--data_files. Give --encoders too."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    data_files: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Data files for load_dataset: a path or glob, or a JSON object split -> path(s) (a mapping in a "
+            'YAML/JSON config file), e.g. \'{"train": "train.csv", "test": "test.csv"}\'.'
+        },
+    )
+    modality_columns: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "With --dataset_name: the column of each modality, as a JSON object modality -> column (a "
+            'mapping in a YAML/JSON config file), e.g. \'{"vision": "image", "text": "caption"}\'. A modality not '
+            "named takes the column of its own name. Images: Image features, paths or bytes; audio: Audio "
+            "features or file paths (read with soundfile at the feature extractor's rate) or arrays; text: strings."
+        },
+    )
+    label_column: str = field(
+        default="label",
+        metadata={"help": "The column of labels: a ClassLabel (its names kept), class names, or class ids."},
+    )
+    validation_split_percentage: float = field(
+        default=10,
+        metadata={
+            "help": "Where the dataset has no validation split: the percentage of train held out as one "
+            "(drawn with --dataset_seed)."
+        },
+    )
+    max_text_length: int | None = field(
+        default=None, metadata={"help": "Texts are truncated to this many tokens (default: the tokenizer's limit)."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N examples only."})
     only_modality: str | None = field(
         default=None,
@@ -123,6 +186,11 @@ class DataArguments(DatasetArguments):
             "the fused accuracy is then this modality's accuracy alone."
         },
     )
+
+    def __post_init__(self) -> None:
+        self.modality_columns = _json_mapping("modality_columns", self.modality_columns)
+        if isinstance(self.data_files, str) and self.data_files.lstrip().startswith("{"):
+            self.data_files = _json_mapping("data_files", self.data_files)
 
 
 def _subset(dataset: Any, limit: int | None) -> Any:
@@ -257,12 +325,6 @@ def evaluate_report(
     return report
 
 
-def _check_encoder(option: str, name: str | None) -> None:
-    """Refuse an encoder that is neither a local folder nor a Hub id, before anything is loaded."""
-    if name and not os.path.isdir(name) and hub_id(name) is None:
-        raise ValueError(f"--{option} {name!r} not found: no such folder and not a Hub id.")
-
-
 def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, AIMConfig]:
     """Parse `[CONFIG.yaml|CONFIG.json] [--option value ...]`: the file's values replace the defaults
     and the options given on the command line replace the file's."""
@@ -286,26 +348,54 @@ def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, AI
     )
     if unknown:
         raise ValueError(f"unknown options {unknown} (options are not abbreviated); see `aim-hf train --help`.")
-    if data_args.only_modality is not None and data_args.only_modality not in MODALITIES:
-        raise ValueError(f"only_modality must be one of {MODALITIES}, got {data_args.only_modality!r}.")
-    _check_encoder("vision_encoder", model_args.vision_encoder)
-    _check_encoder("audio_encoder", model_args.audio_encoder)
+    if data_args.dataset_name is None:
+        _check_embedded_job(model_args, data_args)
+    else:
+        _check_own_data_job(model_args, data_args)
     return model_args, data_args, training_args
 
 
-def build_trainer(
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    training_args: AIMConfig,
-    callbacks: list[Any] | None = None,
-) -> tuple[AIMTrainer, Dataset, Dataset]:
-    """The AV-digits model, data and [`AIMTrainer`] that `aim-hf train` uses: returns the trainer
-    and the validation and test sets. `callbacks` (Trainer callbacks) are added to the trainer, e.g.
-    to measure the run (`benchmarks/av_digits.py`)."""
-    from aim_hf.collator import MultimodalCollator
-    from aim_hf.modeling import MultimodalModel
-    from aim_hf.trainer import AIMTrainer
+def _check_embedded_job(model_args: ModelArguments, data_args: DataArguments) -> None:
+    """The options of a run on the embedded data, before anything is loaded."""
+    for option in ("encoders", "modality_columns"):
+        if getattr(model_args, option, None) or getattr(data_args, option, None):
+            raise ValueError(
+                f"--{option} needs --dataset_name (the embedded data takes --vision_encoder / --audio_encoder)."
+            )
+    if data_args.only_modality is not None and data_args.only_modality not in MODALITIES:
+        raise ValueError(f"only_modality must be one of {MODALITIES}, got {data_args.only_modality!r}.")
+    check_name_or_path("--vision_encoder", model_args.vision_encoder)
+    check_name_or_path("--audio_encoder", model_args.audio_encoder)
 
+
+def _check_own_data_job(model_args: ModelArguments, data_args: DataArguments) -> None:
+    """The options of a run on your own data, before anything is loaded or downloaded."""
+    check_name_or_path("--dataset_name", data_args.dataset_name, local="file or folder")
+    encoders = model_args.encoders
+    if model_args.vision_encoder or model_args.audio_encoder:
+        raise ValueError(
+            "with --dataset_name, name every encoder in --encoders (not --vision_encoder / --audio_encoder)."
+        )
+    if not encoders:
+        raise ValueError(
+            "--dataset_name needs --encoders, one per modality, e.g. "
+            '\'{"vision": "google/vit-base-patch16-224-in21k", "text": "google-bert/bert-base-uncased"}\'.'
+        )
+    for modality in data_args.modality_columns:
+        if modality not in encoders:
+            raise ValueError(
+                f"modality {modality!r} of --modality_columns has no encoder in --encoders {list(encoders)}."
+            )
+    for modality, name in encoders.items():
+        check_name_or_path(f"the {modality!r} encoder", name)
+    if data_args.only_modality is not None and data_args.only_modality not in encoders:
+        raise ValueError(f"only_modality must be one of {list(encoders)}, got {data_args.only_modality!r}.")
+
+
+def _embedded_parts(
+    model_args: ModelArguments, data_args: DataArguments, training_args: AIMConfig
+) -> tuple[dict[str, PreTrainedModel], MultimodalProcessor, DatasetDict, list[str]]:
+    """The encoders, processors, splits and class names of a run on the embedded AV-digits data."""
     encoders = av_digits_encoders(
         vision=model_args.vision_encoder,
         audio=model_args.audio_encoder,
@@ -317,28 +407,91 @@ def build_trainer(
     )
     data = load_data(data_args, encoders["audio"].config.num_mel_bins)
     processor = av_digits_processor(encoders, data["train"], vision=model_args.vision_encoder)
+    return encoders, processor, data, LABEL_NAMES
+
+
+def _own_data_parts(
+    model_args: ModelArguments, data_args: DataArguments, training_args: AIMConfig
+) -> tuple[dict[str, PreTrainedModel], MultimodalProcessor, DatasetDict, list[str]]:
+    """The encoders, processors, splits and class names of a run on `--dataset_name`."""
+    from transformers import set_seed
+
+    from aim_hf.data.loading import load_own_data
+    from aim_hf.pretrained import load_encoder, load_processor
+    from aim_hf.processing import MultimodalProcessor
+
+    processor = MultimodalProcessor({m: load_processor(name, m) for m, name in model_args.encoders.items()})
+    columns = _columns(processor, data_args)
+    # Audio files are read at the rate each feature extractor expects.
+    audio = [m for m, kind in processor.kinds.items() if kind == "audio"]
+    rates = {columns[m]: getattr(processor[m], "sampling_rate", None) for m in audio}
+    with training_args.main_process_first(desc="loading the dataset"):  # one process fills the datasets cache
+        data, names = load_own_data(
+            data_args.dataset_name,
+            columns,
+            label_column=data_args.label_column,
+            config_name=data_args.dataset_config_name,
+            data_files=data_args.data_files,
+            validation_split_percentage=data_args.validation_split_percentage,
+            seed=data_args.dataset_seed,
+            audio_rates=rates,
+        )
+    for split in ("validation", "test"):
+        if split in data:
+            data[split] = _subset(data[split], data_args.max_eval_samples)
+    set_seed(training_args.seed)  # the heads are initialised with the encoders
+    encoders = {m: load_encoder(name, processor.kinds[m]) for m, name in model_args.encoders.items()}
+    return encoders, processor, data, names
+
+
+def _columns(processor: MultimodalProcessor, data_args: DataArguments) -> dict[str, str]:
+    """Modality -> its column: as --modality_columns maps it, else the modality's own name."""
+    return {m: data_args.modality_columns.get(m, m) for m in processor.modalities}
+
+
+def build_trainer(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: AIMConfig,
+    callbacks: list[Any] | None = None,
+) -> tuple[AIMTrainer, Dataset, Dataset | None]:
+    """The model, data and [`AIMTrainer`] that `aim-hf train` uses, on the embedded AV-digits data
+    or on `--dataset_name`: returns the trainer and the validation and test sets (test None where
+    the dataset has none). `callbacks` (Trainer callbacks) are added to the trainer, e.g. to
+    measure the run (`benchmarks/av_digits.py`)."""
+    from aim_hf.collator import MultimodalCollator
+    from aim_hf.modeling import MultimodalModel
+    from aim_hf.trainer import AIMTrainer
+
+    parts = _own_data_parts if data_args.dataset_name else _embedded_parts
+    encoders, processor, data, names = parts(model_args, data_args, training_args)
+    freeze = {"vision": model_args.freeze_vision, "audio": model_args.freeze_audio}
     model = MultimodalModel.from_encoders(
         encoders,
         fusion=model_args.fusion,
-        freeze={"vision": model_args.freeze_vision, "audio": model_args.freeze_audio},
+        freeze={m: n for m, n in freeze.items() if m in encoders},
         num_depth_groups=model_args.num_depth_groups,
-        id2label=dict(enumerate(LABEL_NAMES)),
-        label2id={name: i for i, name in enumerate(LABEL_NAMES)},
+        id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
     )
-    collator = MultimodalCollator(processor)
+    collator = MultimodalCollator(
+        processor,
+        columns=_columns(processor, data_args),
+        label_column=data_args.label_column,
+        max_text_length=data_args.max_text_length,
+    )
     if data_args.only_modality is not None:
         collator = BlankModalities(collator, keep=data_args.only_modality)
-    validation, test = data["validation"], data["test"]
     trainer = AIMTrainer(
         model=model,
         args=training_args,
         data_collator=collator,
         train_dataset=_subset(data["train"], data_args.max_train_samples),
-        eval_dataset=validation,
+        eval_dataset=data["validation"],
         processing_class=processor,
         callbacks=callbacks,
     )
-    return trainer, validation, test
+    return trainer, data["validation"], data.get("test")
 
 
 def train(
@@ -347,28 +500,29 @@ def train(
     training_args: AIMConfig,
     callbacks: list[Any] | None = None,
 ) -> dict[str, float]:
-    """Train on AV-digits, evaluate on validation and test, save the model and processors to
+    """Train (on AV-digits or `--dataset_name`), evaluate on validation and test, save the model and processors to
     `training_args.output_dir`; returns the `eval_*` and `test_*` metrics. `callbacks` as in
     [`build_trainer`]."""
     return run(*build_trainer(model_args, data_args, training_args, callbacks))
 
 
-def run(trainer: AIMTrainer, validation: Dataset, test: Dataset) -> dict[str, float]:
-    """Train a built trainer, evaluate it on `validation` and `test`, save it; returns the metrics.
+def run(trainer: AIMTrainer, validation: Dataset, test: Dataset | None) -> dict[str, float]:
+    """Train a built trainer, evaluate it on `validation` and `test` (if any), save it; returns the metrics.
     The console shows one compact line per log (`aim_hf.console`); the integrations get every key."""
     from aim_hf.console import use_compact_logs
 
     use_compact_logs(trainer)
     trainer.train()
     metrics = trainer.evaluate(validation, metric_key_prefix="eval")
-    metrics.update(trainer.evaluate(test, metric_key_prefix="test"))
+    if test is not None:
+        metrics.update(trainer.evaluate(test, metric_key_prefix="test"))
     trainer.save_model()  # weights, config, processors and the model card
     trainer.save_metrics("all", metrics)  # all_results.json, on the main process
     return metrics
 
 
 def format_results(metrics: dict[str, float], modalities: tuple[str, ...] = MODALITIES) -> str:
-    """A small table: fused accuracy and each modality's probe accuracy, on validation and test."""
+    """A small table: fused accuracy and each modality's probe accuracy, on validation and test (where evaluated)."""
     columns = ["fused"] + [f"{m} probe" for m in modalities]
     keys = ["accuracy"] + [f"{m}_probe_accuracy" for m in modalities]
     lines = [
@@ -376,6 +530,8 @@ def format_results(metrics: dict[str, float], modalities: tuple[str, ...] = MODA
         "|---" * (len(columns) + 1) + "|",
     ]
     for split, prefix in (("validation", "eval"), ("test", "test")):
+        if f"{prefix}_accuracy" not in metrics:
+            continue
         cells = [f"{metrics[f'{prefix}_{key}']:.4f}" for key in keys]
         lines.append(f"| {split} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -415,8 +571,9 @@ def main(argv: list[str] | None = None) -> int:
         return _error(command, err, debug)
     metrics = run(*built)
     if training_args.process_index == 0:
-        print(f"\nAV-digits, modulation={training_args.modulation!r}; model saved to {training_args.output_dir}")
-        print(format_results(metrics))
+        data = data_args.dataset_name or "AV-digits"
+        print(f"\n{data}, modulation={training_args.modulation!r}; model saved to {training_args.output_dir}")
+        print(format_results(metrics, tuple(built[0].processing_class.modalities)))
     from aim_hf.trainer import leave_process_group
 
     leave_process_group()

@@ -16,11 +16,12 @@ import warnings
 from collections.abc import Collection, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
@@ -106,18 +107,21 @@ class _EncoderDepths:
         # Whether a layer returns a bare tensor (else a tuple led by it): set by every forward, and
         # needed to feed a given hidden state in place of a layer's output (`encode_from_depth`).
         self.tensor_outputs: bool | None = None
-        # Unit modules per group, named relative to the encoder (these names key `unit_masks`).
-        self.unit_modules: list[dict[str, nn.Module]] = []
-        self.group_of: dict[str, int] = {}
+
+    def units(self) -> dict[str, tuple[int, nn.Module]]:
+        """Every unit module, named relative to the encoder (these names key `unit_masks`), with its
+        depth group: the Linear/Conv layers inside the groups' layers whose weight is trainable, found
+        now, so that frozen layers and the frozen base layers under a PEFT adapter (whose `lora_A` /
+        `lora_B` Linears are units instead) are left out, even when adapters were injected after the
+        model was built."""
+        units = {}
         for g, layer_range in enumerate(self.groups):
-            units = {}
             for i in layer_range:
                 for name, module in self.layers[i].named_modules():
-                    if isinstance(module, _UNIT_TYPES):
+                    if isinstance(module, _UNIT_TYPES) and module.weight.requires_grad:
                         full = f"{self.layer_path}.{i}.{name}" if name else f"{self.layer_path}.{i}"
-                        units[full] = module
-                        self.group_of[full] = g
-            self.unit_modules.append(units)
+                        units[full] = (g, module)
+        return units
 
 
 class _Fusion(nn.Module):
@@ -261,7 +265,6 @@ class MultimodalModel(PreTrainedModel):
     config_class = MultimodalConfig
     base_model_prefix = "multimodal"
     main_input_name = "labels"
-    supports_gradient_checkpointing = False
     _supports_sdpa = True
     _supports_flash_attn = True
 
@@ -274,6 +277,7 @@ class MultimodalModel(PreTrainedModel):
             )
         config.validate()
         super().__init__(config)
+        given = encoders is not None
         if encoders is None:
             encoders = {m: build_encoder(cfg) for m, cfg in config.encoder_configs.items()}
         if list(encoders) != config.modalities:
@@ -292,6 +296,13 @@ class MultimodalModel(PreTrainedModel):
         dims = {m: _feature_dim(enc, self._depths[m].layers) for m, enc in encoders.items()}
         self.fusion = FUSION_CLASSES[config.fusion](config, dims)
         self.probes = nn.ModuleDict({m: nn.Linear(d, config.num_labels) for m, d in dims.items()})
+        # The auxiliary pass's replayed layers and unit masks while it runs (see `_altered`).
+        self._alteration: tuple[str, int, Any, dict[nn.Module, torch.Tensor]] | None = None
+        if given:
+            # Given encoders keep their weights: post_init would re-draw modules their own init does
+            # not know, such as a PEFT adapter injected into them (LoRA's B starts at zero).
+            for module in self.encoders.modules():
+                module._is_hf_initialized = True
         self.post_init()
         self._apply_freeze()
 
@@ -317,9 +328,10 @@ class MultimodalModel(PreTrainedModel):
         """Build a model from one encoder per modality.
 
         Args:
-            encoders: modality name -> Hub model id, local path, or an already loaded model. Ids and
-                paths are loaded with `AutoModel.from_pretrained` (for an encoder-decoder model such
-                as Whisper, its encoder is kept).
+            encoders: modality name -> Hub model id, local path, or an already loaded model (a
+                `PreTrainedModel`, or one wrapped by PEFT: `peft.get_peft_model(encoder, LoraConfig(...))`,
+                without a `task_type`). Ids and paths are loaded with `AutoModel.from_pretrained` (for an
+                encoder-decoder model such as Whisper, its encoder is kept).
             num_labels: number of classes (or give `id2label`).
             fusion: `"concat"`, `"sum"`, `"gated"` or `"film"`.
             freeze: modality -> number of leading layers to freeze with the embeddings; -1 freezes
@@ -342,8 +354,10 @@ class MultimodalModel(PreTrainedModel):
                     ) from err
                 if getattr(enc.config, "is_encoder_decoder", False):
                     enc = enc.get_encoder()
-            elif not isinstance(enc, PreTrainedModel):
-                raise TypeError(f"Encoder {m!r} must be a model id, a path or a PreTrainedModel, got {type(enc)}.")
+            elif not isinstance(getattr(enc, "get_base_model", lambda: enc)(), PreTrainedModel):
+                raise TypeError(
+                    f"Encoder {m!r} must be a model id, a path, a PreTrainedModel or a PEFT model around one, got {type(enc)}."
+                )
             loaded[m] = enc
             zero = _zero_token_embeddings(enc)
             if zero:
@@ -386,8 +400,56 @@ class MultimodalModel(PreTrainedModel):
         return self._depths[modality].groups
 
     def unit_modules(self, modality: str) -> list[dict[str, nn.Module]]:
-        """Per depth group, the Linear/Conv layers whose output units AIM scores and masks, by name."""
-        return self._depths[modality].unit_modules
+        """Per depth group, the Linear/Conv layers whose output units AIM scores and masks, by name:
+        those with a trainable weight (under PEFT's LoRA, the adapters' `lora_A` / `lora_B`)."""
+        groups: list[dict[str, nn.Module]] = [{} for _ in self._depths[modality].groups]
+        for name, (g, module) in self._depths[modality].units().items():
+            groups[g][name] = module
+        return groups
+
+    # ---------------------------------------------------------------------- activation checkpointing
+    @property
+    def supports_gradient_checkpointing(self) -> bool:
+        """Whether every encoder can checkpoint its layers (`TrainingArguments(gradient_checkpointing=True)`)."""
+        encoders = self._modules.get("encoders")
+        return bool(encoders) and all(getattr(e, "supports_gradient_checkpointing", False) for e in encoders.values())
+
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint, **kwargs: Any
+    ) -> None:
+        # The encoders' checkpointed layers take the function set on them here (transformers sets it
+        # on every module with a `gradient_checkpointing` flag, the encoders' included).
+        if enable:
+            gradient_checkpointing_func = self._recompute_as_run(gradient_checkpointing_func)
+        super()._set_gradient_checkpointing(enable, gradient_checkpointing_func, **kwargs)
+        if enable:
+            # A reentrant checkpoint gives no gradient to its layer's weights (LoRA adapters,
+            # unfrozen layers) when the layer's input needs none, as after frozen embeddings.
+            self.enable_input_require_grads()
+        else:
+            self.disable_input_require_grads()
+
+    def _recompute_as_run(self, checkpoint_func: Callable) -> Callable:
+        """`checkpoint_func` (torch's `checkpoint` with the user's options) around a layer function
+        that, when the backward pass recomputes the layer, first puts back the auxiliary pass's unit
+        masks and replayed layers that were in force when it ran forward: `_altered` removes them
+        when the pass ends, and without them the masked layers would be recomputed unmasked (wrong
+        gradients, no error)."""
+
+        def checkpointed(function: Callable, *args: Any, **kwargs: Any) -> Any:
+            alteration = self._alteration
+
+            def run(*a: Any, **k: Any) -> Any:
+                # No backward runs inside a forward, so an unaltered layer is never recomputed while
+                # an alteration is in force.
+                if alteration is None or alteration is self._alteration:
+                    return function(*a, **k)
+                with self._altered(*alteration):
+                    return function(*a, **k)
+
+            return checkpoint_func(run, *args, **kwargs)
+
+        return checkpointed
 
     # ------------------------------------------------------------------------------------ forward
     def _check_inputs(self, inputs: dict[str, Any], labels: torch.Tensor | None) -> int:
@@ -468,29 +530,39 @@ class MultimodalModel(PreTrainedModel):
         pooled = [self._pool(modality, _hidden(store[g]), inputs) for g in range(len(self._depths[modality].groups))]
         return pooled, store
 
+    @contextmanager
+    def _altered(
+        self, modality: str, replay_until: int, replayed: Any, masks: Mapping[nn.Module, torch.Tensor]
+    ) -> Iterator[None]:
+        """While inside: layers `[0, replay_until)` of `modality`'s encoder return `replayed` instead of
+        computing, and the output units of each module in `masks` are multiplied by its mask. Kept in
+        `_alteration`, for checkpointed layers recomputed in the backward pass (`_recompute_as_run`)."""
+        layers = self._depths[modality].layers
+        with ExitStack() as stack:
+            for module, mask in masks.items():
+                stack.callback(module.register_forward_hook(_apply_unit_mask(mask)).remove)
+            for i in range(replay_until):
+                layers[i].forward = types.MethodType(lambda self, *a, **k: replayed, layers[i])
+                stack.callback(layers[i].__dict__.pop, "forward")
+            previous, self._alteration = self._alteration, (modality, replay_until, replayed, masks)
+            stack.callback(setattr, self, "_alteration", previous)
+            yield
+
     def _run_replayed(
         self,
         modality: str,
         inputs: Mapping[str, Any],
         replay_until: int,
         replayed: Any,
-        masks: Mapping[str, torch.Tensor] | None = None,
+        masks: Mapping[nn.Module, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Pooled final feature of `modality`'s encoder run on `inputs` with layers `[0, replay_until)`
-        returning `replayed` instead of computing, and the units in `masks` switched off."""
-        depths = self._depths[modality]
+        returning `replayed` instead of computing, and the units of the modules in `masks` switched off."""
         store: dict[int, Any] = {}
-        with ExitStack() as stack:
-            for name, mask in (masks or {}).items():
-                handle = depths.unit_modules[depths.group_of[name]][name].register_forward_hook(_apply_unit_mask(mask))
-                stack.callback(handle.remove)
-            for i in range(replay_until):
-                layer = depths.layers[i]
-                layer.forward = types.MethodType(lambda self, *a, **k: replayed, layer)
-                stack.callback(layer.__dict__.pop, "forward")
-            stack.enter_context(self._capture_group_outputs(modality, store))
-            self.encoders[modality](**inputs)
-        return self._pool(modality, _hidden(store[len(depths.groups) - 1]), inputs)
+        with self._altered(modality, replay_until, replayed, masks or {}):
+            with self._capture_group_outputs(modality, store):
+                self.encoders[modality](**inputs)
+        return self._pool(modality, _hidden(store[len(self._depths[modality].groups) - 1]), inputs)
 
     def _encode_masked(
         self, modality: str, inputs: Mapping[str, Any], masks: Mapping[str, torch.Tensor], cache: dict[int, Any]
@@ -498,12 +570,16 @@ class MultimodalModel(PreTrainedModel):
         """Final feature of `modality` with the units in `masks` switched off, recomputed from the
         first masked depth group: the layers before it replay the normal pass's output."""
         depths = self._depths[modality]
-        unknown = [name for name in masks if name not in depths.group_of]
+        units = depths.units()
+        unknown = [name for name in masks if name not in units]
         if unknown:
-            raise ValueError(f"unit_masks for {modality!r} name modules outside its depth groups: {unknown[:3]}")
-        start = min(depths.group_of[name] for name in masks)
+            raise ValueError(
+                f"unit_masks for {modality!r} name modules that are not its units (unit_modules): {unknown[:3]}"
+            )
+        start = min(units[name][0] for name in masks)
         replayed = cache[start - 1] if start > 0 else None
-        return self._run_replayed(modality, inputs, depths.groups[start][0], replayed, masks)
+        by_module = {units[name][1]: mask for name, mask in masks.items()}
+        return self._run_replayed(modality, inputs, depths.groups[start][0], replayed, by_module)
 
     def depth_outputs(self, modality: str, inputs: Mapping[str, Any]) -> list[torch.Tensor]:
         """The raw (unpooled) output of each depth group of `modality`'s encoder on `inputs`: tokens

@@ -55,6 +55,7 @@ def _load_image_processor(path: str, **kwargs: Any) -> Any:
         import transformers
 
         kwargs.pop("trust_remote_code", None)  # the Pillow classes are transformers' own
+        kwargs.pop("backend", None)  # they are the Pillow backend
         with open(cached_file(path, "preprocessor_config.json", **kwargs)) as f:
             name = json.load(f)["image_processor_type"].removesuffix("Fast")
         return getattr(transformers, name if name.endswith("Pil") else name + "Pil").from_pretrained(path, **kwargs)

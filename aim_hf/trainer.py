@@ -19,7 +19,7 @@ from .learning_rates import mapped_learning_rates
 from .metrics import MultimodalMetrics
 from .model_card import MODEL_CARD_NAME, write_model_card
 from .modeling import MultimodalModel, MultimodalOutput
-from .modulation import build_modulation
+from .modulation import MODULATIONS, build_modulation
 from .modulation.base import all_reduce_sum, modality_param_groups
 from .training_args import AIMConfig
 
@@ -45,7 +45,8 @@ class AIMTrainer(Trainer):
     it on `train(resume_from_checkpoint=...)`; and defaults `compute_metrics` to fused and per-probe
     accuracy / macro-F1 and the collator to a [`MultimodalCollator`] over `processing_class` (a
     [`MultimodalProcessor`]). Every saved model gets a model card with plots (`aim_hf.model_card`);
-    a failed Hub push raises `PushToHubError`.
+    a failed Hub push raises `PushToHubError`. Under FSDP or DeepSpeed it refuses, when built, a
+    method that reads gradients (`Modulation.reads_gradients`): they are sharded outside `.grad`.
     """
 
     # compute_loss returns the mean over the micro-batch; Trainer divides it by the accumulation steps.
@@ -87,11 +88,26 @@ class AIMTrainer(Trainer):
         # read only this flag).
         self.model_accepts_loss_kwargs = False
         self.modulation = build_modulation(args.modulation, model, args)
+        self._refuse_sharded_gradients()
         # A learning_rate_mapping key that takes no parameter fails here, before train().
         mapped_learning_rates(model, model.modalities, args.learning_rate_mapping)
         self.add_callback(_ModalityLearningRates(self))
+        self.add_callback(_AfterOptimizerStep(self))  # after the one above: learning rates restored first
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._step_stats: torch.Tensor | None = None
+
+    def _refuse_sharded_gradients(self) -> None:
+        """Fail now if the method reads `.grad` (`Modulation.reads_gradients`) and FSDP or DeepSpeed
+        shards the gradients: the unwrapped model's `.grad` would be None or a shard, and the method
+        would silently do nothing (or act on a part of each gradient)."""
+        sharding = "DeepSpeed" if self.is_deepspeed_enabled else "FSDP" if self.is_fsdp_enabled else None
+        if sharding and self.modulation.reads_gradients:
+            works = ", ".join(name for name, cls in MODULATIONS.items() if not cls.reads_gradients)
+            raise ValueError(
+                f"modulation={self.args.modulation!r} reads the encoders' gradients, which {sharding} keeps sharded "
+                f"outside .grad, so it cannot run under {sharding}: train it with DDP (plain multi-process, "
+                f"without fsdp / deepspeed), or pick a method that does not read gradients ({works})."
+            )
 
     # ------------------------------------------------------------------------------ the optimizer
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
@@ -406,6 +422,17 @@ class _ModalityLearningRates(TrainerCallback):
         for group, lr in self._saved:
             group["lr"] = lr
         self._saved.clear()
+
+
+class _AfterOptimizerStep(TrainerCallback):
+    """Calls the modulation's `after_optimizer_step` right after each `optimizer.step()`."""
+
+    def __init__(self, trainer: AIMTrainer) -> None:
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args: AIMConfig, state: Any, control: Any, **kwargs: Any) -> None:
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        self.trainer.modulation.after_optimizer_step(model, self.trainer.optimizer)
 
 
 def leave_process_group() -> None:

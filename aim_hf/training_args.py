@@ -28,8 +28,8 @@ class AIMConfig(TrainingArguments):
     modulation: str = field(
         default="aim",
         metadata={
-            "help": "Balanced-learning method: 'aim', 'ogm_ge', 'opm', 'mmpareto', 'pmr', 'agm', 'mla', "
-            "'unimodal_losses' (joint training plus each modality's own cross-entropy) or 'none' (plain joint "
+            "help": "Balanced-learning method: 'aim', 'ogm_ge', 'opm', 'mmpareto', 'pmr', 'agm', 'mla', 'inforeg', "
+            "'redreg', 'unimodal_losses' (joint training plus each modality's own cross-entropy) or 'none' (plain joint "
             "training); docs/methods/<method>.md."
         },
     )
@@ -106,11 +106,11 @@ class AIMConfig(TrainingArguments):
     )
     aim_prototype_lr: float = field(default=0.1, metadata={"help": "AIM (DAP, learned): Adam's learning rate."})
     aim_pam: str = field(
-        default="symmetric",
+        default="dominant",
         metadata={
-            "help": "AIM (PAM): 'symmetric': every modality weaker than the strongest at a depth also gets an "
-            "Auxiliary Block there, of strength tanh(alpha * (1 - s / s_max)); 'dominant': only the modalities "
-            "stronger than the weakest (the first reading)."
+            "help": "AIM (PAM): 'dominant': Auxiliary Blocks only in the modalities stronger than the weakest at a "
+            "depth (the default, chosen by the study in docs/method.md); 'symmetric': every modality weaker than "
+            "the strongest also gets one there, of strength tanh(alpha * (1 - s / s_max))."
         },
     )
     aim_aux_trains: str = field(

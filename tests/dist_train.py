@@ -92,14 +92,16 @@ def make_trainer(
     paths: dict[str, str],
     output_dir: str | os.PathLike,
     rows: int = 16,
+    model: MultimodalModel | None = None,
     **overrides: Any,
 ) -> CountingTrainer:
-    """A trainer of the tiny model with `method`, deterministic on CPU; `overrides` are AIMConfig fields."""
+    """A trainer of `model` (default: the tiny model, `build_model`) with `method`, deterministic on
+    CPU; `overrides` are AIMConfig fields."""
     defaults = dict(modulation=method, modulation_start=0, per_device_train_batch_size=2, logging_steps=1)
     defaults.update(overrides)
     processor = MultimodalProcessor({m: p for m, p in make_processors(paths).items() if m in MODALITIES})
     return CountingTrainer(
-        model=build_model(paths),
+        model=build_model(paths) if model is None else model,
         args=tiny_args(output_dir, **defaults),
         train_dataset=build_dataset(rows),
         data_collator=RecordingCollator(processor),

@@ -64,6 +64,14 @@ def save_tiny_encoders(root: str | os.PathLike) -> dict[str, str]:
     return paths
 
 
+def save_tiny_checkpoints(root: str | os.PathLike) -> dict[str, str]:
+    """[`save_tiny_encoders`], each folder holding its processor too (as a Hub checkpoint does)."""
+    paths = save_tiny_encoders(root)
+    for modality, processor in make_processors(paths).items():
+        processor.save_pretrained(paths[modality])
+    return paths
+
+
 def make_processors(paths: dict[str, str]) -> dict[str, object]:
     """A processor for each tiny encoder."""
     return {

@@ -20,6 +20,7 @@ from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, Image,
 from transformers import ASTConfig, AutoModel, PreTrainedModel, ViTConfig, ViTImageProcessorPil
 
 from ..collator import MultimodalProcessor
+from ..pretrained import load_encoder, load_processor
 from .spectrogram import SpectrogramFeatureExtractor
 
 MODALITIES = ("vision", "audio")
@@ -251,7 +252,7 @@ def av_digits_encoders(
     encoders = {}
     for i, (modality, name) in enumerate({"vision": vision, "audio": audio}.items()):
         if name:
-            encoders[modality] = AutoModel.from_pretrained(name)
+            encoders[modality] = load_encoder(name, "image" if modality == "vision" else "audio")
         else:
             torch.manual_seed(seed + i)
             encoders[modality] = _init_token_embeddings(AutoModel.from_config(configs[modality]))
@@ -277,11 +278,9 @@ def av_digits_processor(
     """The processors for AV-digits: the image processor of the pretrained `vision` encoder when given
     (else a Pillow ViT processor at the encoder's image size), and a [`SpectrogramFeatureExtractor`]
     sized for the audio encoder and normalised with the train split's statistics."""
-    from transformers import AutoImageProcessor
-
     audio_config, vision_config = encoders["audio"].config, encoders["vision"].config
     if vision:
-        image_processor = AutoImageProcessor.from_pretrained(vision, backend="pil")
+        image_processor = load_processor(vision, "vision")
     else:
         side = getattr(vision_config, "image_size", IMAGE_SIZE)
         image_processor = ViTImageProcessorPil(

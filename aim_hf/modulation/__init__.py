@@ -9,15 +9,17 @@ from ..modeling import MultimodalModel
 from .agm import AGM
 from .aim import AIM
 from .base import Modulation, NoModulation
+from .inforeg import InfoReg
 from .mla import MLA
 from .mmpareto import MMPareto
 from .ogm_ge import OGMGE
 from .opm import OPM
 from .pmr import PMR
+from .redreg import RedReg
 from .unimodal_losses import UnimodalLosses
 
 MODULATIONS: dict[str, type[Modulation]] = {
-    cls.name: cls for cls in (AIM, NoModulation, OGMGE, UnimodalLosses, OPM, MMPareto, PMR, AGM, MLA)
+    cls.name: cls for cls in (AIM, NoModulation, OGMGE, UnimodalLosses, OPM, MMPareto, PMR, AGM, MLA, InfoReg, RedReg)
 }
 
 
@@ -31,6 +33,6 @@ def build_modulation(name: str, model: MultimodalModel, args: Any) -> Modulation
 
 
 __all__ = [
-    "AGM", "AIM", "MLA", "MMPareto", "MODULATIONS", "Modulation", "NoModulation", "OGMGE", "OPM", "PMR",
-    "UnimodalLosses", "build_modulation",
+    "AGM", "AIM", "InfoReg", "MLA", "MMPareto", "MODULATIONS", "Modulation", "NoModulation", "OGMGE", "OPM",
+    "PMR", "RedReg", "UnimodalLosses", "build_modulation",
 ]  # fmt: skip

@@ -96,6 +96,7 @@ class AGM(Modulation):
     name = "agm"
     default_start = 0.0
     Config = AGMConfig
+    reads_gradients = True
 
     def __init__(self, model: MultimodalModel, args: Any) -> None:
         super().__init__(model, args)

@@ -16,7 +16,11 @@ The trainer calls a method at these points of each optimizer step:
    accumulated and, under DDP, all-reduced; still scaled under fp16) and before clipping: reduce
    the statistics across processes, change gradients, update the method's state;
 4. `lr_scales()` just before `optimizer.step()`: per-modality factors on the learning rate of each
-   encoder's parameter groups (see `modality_param_groups`) for that one step, undone right after.
+   encoder's parameter groups (see `modality_param_groups`) for that one step, undone right after;
+5. `after_optimizer_step(model, optimizer)` right after `optimizer.step()` (before the scheduler
+   steps and the gradients are cleared): a decoupled parameter update applied once per optimizer
+   step, as AdamW applies its weight decay (InfoReg and RedReg pull an encoder toward earlier
+   values there, rather than through a loss term whose gradient would reach the optimizer).
 
 In evaluation and prediction (labels given) the trainer calls `evaluation_logits(outputs)`: a
 method may evaluate with other logits than the fused ones (MLA's entropy-weighted fusion).
@@ -176,13 +180,17 @@ class NoConfig:
 
 
 class Modulation:
-    """Base class of the modulation methods. Subclasses set `name`, `default_start` and `Config`
-    (the dataclass of their own hyperparameters, see the module docstring) and override the hooks
-    they need; the defaults do nothing (plain joint training)."""
+    """Base class of the modulation methods. Subclasses set `name`, `default_start`, `Config`
+    (the dataclass of their own hyperparameters, see the module docstring) and `reads_gradients`,
+    and override the hooks they need; the defaults do nothing (plain joint training)."""
 
     name: ClassVar[str] = ""
     default_start: ClassVar[float] = 0.0
     Config: ClassVar[type] = NoConfig
+    # Whether the method reads or writes parameters' `.grad` (scores, scales, projects or clears them).
+    # FSDP and DeepSpeed ZeRO keep gradients in sharded or flat buffers that `.grad` does not show, so
+    # AIMTrainer refuses such a method under them rather than let it silently do nothing.
+    reads_gradients: ClassVar[bool] = False
 
     def __init__(self, model: MultimodalModel, args: Any) -> None:
         self.model = model
@@ -252,6 +260,11 @@ class Modulation:
         """Learning-rate factors per modality for the coming optimizer step (missing: 1). The trainer
         applies them to `modality_param_groups(optimizer)` for that step only."""
         return {}
+
+    def after_optimizer_step(self, model: MultimodalModel, optimizer: torch.optim.Optimizer) -> None:
+        """Called right after each `optimizer.step()`, learning rates restored, gradients still there.
+        The GradScaler may have skipped that step (an fp16 overflow): a method decides in `step`, which
+        sees the gradients, whether anything is to be done here."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

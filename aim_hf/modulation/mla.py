@@ -69,6 +69,7 @@ class MLA(Modulation):
     name = "mla"
     default_start = 0.0
     Config = MLAConfig
+    reads_gradients = True
 
     def __init__(self, model: MultimodalModel, args: Any) -> None:
         super().__init__(model, args)

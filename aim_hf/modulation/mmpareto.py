@@ -59,6 +59,7 @@ def pareto_combine(g_mm: torch.Tensor, g_u: torch.Tensor) -> tuple[torch.Tensor,
 class MMPareto(Modulation):
     name = "mmpareto"
     default_start = 0.0
+    reads_gradients = True
 
     def __init__(self, model: MultimodalModel, args: Any) -> None:
         super().__init__(model, args)

@@ -80,6 +80,7 @@ class OGMGE(Modulation):
     name = "ogm_ge"
     default_start = 0.0
     Config = OGMGEConfig
+    reads_gradients = True
 
     def __init__(self, model: MultimodalModel, args) -> None:
         super().__init__(model, args)
