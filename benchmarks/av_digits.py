@@ -57,7 +57,9 @@ from typing import Any
 MODALITIES = ("vision", "audio")
 UNIMODAL = MODALITIES
 LABEL_NAMES = tuple(range(10))  # the ten digits of every setting
-DEFAULT_METHODS = ("vision", "audio", "none", "ogm_ge", "unimodal_losses", "aim")
+# `@optimizer`: only in the groups of that optimizer, the one the method's paper trains with.
+DEFAULT_METHODS = ("vision", "audio", "none", "ogm_ge", "unimodal_losses", "aim", "opm@sgd", "pmr@sgd", "agm@sgd",
+                   "mmpareto@sgd", "mla@sgd", "inforeg@sgd", "redreg@sgd")  # fmt: skip
 # Passed to every run before the plan's and the user's own options (which override them).
 BASE_TRAIN_OPTIONS = ["--disable_tqdm", "true", "--save_strategy", "no", "--report_to", "none"]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -233,7 +235,8 @@ def _turn_timer(rotation: Rotation, index: int):
 
 def time_child(result_path: str, spec_path: str) -> None:
     """Train each run of `spec_path` (a JSON list of `aim-hf train` argument lists), all in this process,
-    one thread each, taking optimizer steps in turn; write each run's step times to `result_path`."""
+    one thread each, taking optimizer steps in turn; write each run's step times (and the seconds its
+    method spent refreshing learned prototypes, AIM's amortised extra work) to `result_path`."""
     from aim_hf import cli
 
     runs = json.loads(Path(spec_path).read_text())
@@ -263,10 +266,29 @@ def time_child(result_path: str, spec_path: str) -> None:
         thread.join()
     if errors:
         raise errors[0]
-    Path(result_path).write_text(json.dumps([timer.step_seconds for timer in timers]))
+    Path(result_path).write_text(json.dumps([
+        {"step_seconds": timer.step_seconds, "refresh_seconds": getattr(trainer.modulation, "refresh_seconds", 0.0)}
+        for timer, trainer in zip(timers, trainers)
+    ]))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------- methods
+def split_optimizer(spec: str) -> tuple[str, str | None]:
+    """`NAME[:options][@optimizer]` -> (the method spec, the one optimizer it runs under or None: all)."""
+    method, sep, optimizer = spec.rpartition("@")
+    if not sep:
+        return spec, None
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"Method {spec!r}: unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    return method, optimizer
+
+
+def methods_of(specs: Sequence[str], optimizer: str) -> list[str]:
+    """The method specs (without `@optimizer`) that run in a group of `optimizer`."""
+    kept = [split_optimizer(spec) for spec in specs]
+    return [method for method, only in kept if only in (None, optimizer)]
+
+
 def method_options(spec: str) -> list[str]:
     """`aim-hf train` options of a method spec `NAME[:key=value,...]`: NAME is a modality (trained
     alone, the other input blanked) or a modulation method. A key that is an `aim-hf train` option
@@ -309,6 +331,14 @@ def plan_options(setting: str, optimizer: str, quick: bool) -> list[str]:
     return ["--setting", setting, *OPTIMIZERS[optimizer], *budget]
 
 
+def accuracy_hidden_size(options: Sequence[str]) -> int:
+    """The encoder width `aim-hf train` uses with `options` (the last `--hidden_size`, else its default)."""
+    from aim_hf.cli import ModelArguments
+
+    sizes = [options[i + 1] for i, o in enumerate(options[:-1]) if o == "--hidden_size"]
+    return int(sizes[-1]) if sizes else ModelArguments.hidden_size
+
+
 def _safe(name: str) -> str:
     return name.replace(":", "_").replace(",", "_").replace("=", "")
 
@@ -348,19 +378,21 @@ def one_run(run_dir: Path, method: str, seed: int, options: Sequence[str], threa
 
 
 def time_all(
-    methods: Sequence[str], seed: int, train_options: Sequence[str], work_dir: Path, threads: int
-) -> dict[str, list[float]]:
+    methods: Sequence[str], seed: int, train_options: Sequence[str], work_dir: Path, threads: int, hidden_size: int
+) -> dict[str, dict[str, Any]]:
     """Each method's step times from one child process that trains them all in turn (`time_child`),
-    with `seed` and no evaluation; returns the step times by method."""
+    with `seed`, encoders `hidden_size` wide and no evaluation; returns by method its `step_seconds`
+    and `refresh_seconds`."""
+    timing_dir = work_dir / f"timing_h{hidden_size}"
     runs = [
-        [*BASE_TRAIN_OPTIONS, "--output_dir", str(work_dir / "timing" / _safe(m)), "--seed", str(seed),
-         *method_options(m), *train_options, "--eval_strategy", "no", "--load_best_model_at_end", "false"]
+        [*BASE_TRAIN_OPTIONS, "--output_dir", str(timing_dir / _safe(m)), "--seed", str(seed),
+         *method_options(m), *train_options, "--hidden_size", str(hidden_size), "--eval_strategy", "no",
+         "--load_best_model_at_end", "false"]
         for m in methods
     ]  # fmt: skip
-    timing_dir = work_dir / "timing"
     timing_dir.mkdir(parents=True, exist_ok=True)
     (timing_dir / "runs.json").write_text(json.dumps(runs))
-    print(f"[{time.strftime('%H:%M:%S')}] timing {', '.join(methods)} in turn, seed {seed}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] timing {', '.join(methods)} in turn, seed {seed}, hidden {hidden_size}", flush=True)
     _run_script("_time", [str(timing_dir / "result.json"), str(timing_dir / "runs.json")], timing_dir / "log.txt", threads)
     return dict(zip(methods, json.loads((timing_dir / "result.json").read_text())))
 
@@ -425,6 +457,33 @@ def collect(
     return record
 
 
+def validation_view(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with the validation accuracies in the place of the test ones, for a study that chooses
+    on validation (`--report-split validation`)."""
+    methods = {
+        name: {**row, "fused": row["val_fused"], "probe": row["val_probe"], "fused_best_val": []}
+        for name, row in record["methods"].items()
+    }
+    return {**record, "split": "validation", "unimodal": record.get("unimodal_val", {}), "methods": methods}
+
+
+def aim_modulation(record: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per AIM run family (`aim`, `aim:...`): DAM's per-depth strengths (`lambda`, `mu`) and the masked
+    fractions, each the mean over the logged steps with the modulation active, then over seeds."""
+    out = {}
+    for name, runs in record["runs"].items():
+        if name.split(":")[0] != "aim":
+            continue
+        per_seed: dict[str, list[float]] = {}
+        for run in runs:
+            active = [e for e in run["log_history"] if e.get("aim/active") == 1.0]
+            keys = {k for e in active for k in e if k.startswith(("aim/lambda/", "aim/mu/", "aim/masked_fraction/"))}
+            for key in keys:
+                per_seed.setdefault(key.removeprefix("aim/"), []).append(statistics.fmean(e[key] for e in active if key in e))
+        out[name] = {k: statistics.fmean(v) for k, v in sorted(per_seed.items())}
+    return out
+
+
 def suppression(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per modality: its accuracy alone, its probe under `none`, and the paired gap (probe - alone)."""
     if "none" not in record["methods"]:
@@ -484,21 +543,29 @@ def comparisons(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def time_memory(
-    results: dict[str, list[dict[str, Any]]], step_seconds: dict[str, list[float]]
+    results: dict[str, list[dict[str, Any]]] | None, timed: dict[str, dict[str, Any]]
 ) -> dict[str, dict[str, float]]:
-    """Per timed method: the median step time, the mean memory added by training, and both as ratios to `none`."""
+    """Per timed method: the median and the mean step time (the mean carries work done every few
+    steps, such as AIM's prototype refresh), the share of the time spent refreshing prototypes, the
+    mean memory the accuracy runs added while training (`results`; None: not measured at this size),
+    and the ratios to `none`."""
     rows = {}
-    for method, seconds in step_seconds.items():
-        runs = results[method]
+    for method, timing in timed.items():
+        seconds = timing["step_seconds"]
         rows[method] = {
             "step_seconds": statistics.median(seconds),
-            "memory_bytes": statistics.fmean(r["memory"]["peak_bytes"] - r["memory"]["baseline_bytes"] for r in runs),
+            "mean_step_seconds": statistics.fmean(seconds),
+            "refresh_share": timing["refresh_seconds"] / sum(seconds),
+            "memory_bytes": math.nan if results is None else statistics.fmean(
+                r["memory"]["peak_bytes"] - r["memory"]["baseline_bytes"] for r in results[method]),
             "steps": len(seconds),
-        }
+        }  # fmt: skip
     if "none" in rows:
+        none = rows["none"]
         for row in rows.values():
-            row["time_ratio"] = row["step_seconds"] / rows["none"]["step_seconds"]
-            row["memory_ratio"] = row["memory_bytes"] / rows["none"]["memory_bytes"] if rows["none"]["memory_bytes"] > 0 else math.nan
+            row["time_ratio"] = row["step_seconds"] / none["step_seconds"]
+            row["mean_time_ratio"] = row["mean_step_seconds"] / none["mean_step_seconds"]
+            row["memory_ratio"] = row["memory_bytes"] / none["memory_bytes"] if none["memory_bytes"] > 0 else math.nan
     return rows
 
 
@@ -547,7 +614,7 @@ def setting_section(record: dict[str, Any], plots: Sequence[str]) -> list[str]:
     ]
     gaps = suppression(record)
     if gaps:
-        lines += ["Suppression gap: each modality's probe under `none` minus its accuracy alone (test, paired by seed, "
+        lines += [f"Suppression gap: each modality's probe under `none` minus its accuracy alone ({record.get('split', 'test')}, paired by seed, "
                   "points, 95% t-interval).", "", "| modality | alone | probe under `none` | gap |", "|---|---|---|---|"]  # fmt: skip
         for m, g in gaps.items():
             lines.append(f"| {m} | {g['alone'][0]:.4f} ± {g['alone'][1]:.4f} | {g['probe'][0]:.4f} ± {g['probe'][1]:.4f} | {_diff(g['gap'])} |")
@@ -557,9 +624,11 @@ def setting_section(record: dict[str, Any], plots: Sequence[str]) -> list[str]:
     compared = comparisons(record)
     header = ["method", "fused acc", "fused acc (best val)"] + [f"{m} probe" for m in MODALITIES]
     header += ["Δ fused vs `none`"] + [f"Δ {m} probe vs `none`" for m in MODALITIES] + ["best other (val)", "Δ fused vs it"]
+    split = record.get("split", "test")
     lines += [
-        "Test accuracy of the last checkpoint (and, second column, at the evaluation best on validation), mean ± "
-        "std over seeds; Δ: paired difference in points with its 95% t-interval, bold where it lies above 0.",
+        f"{split.capitalize()} accuracy of the last checkpoint (and, second column, the test accuracy at the evaluation "
+        "best on validation), mean ± std over seeds; Δ: paired difference in points with its 95% t-interval, bold "
+        "where it lies above 0.",
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
@@ -568,33 +637,53 @@ def setting_section(record: dict[str, Any], plots: Sequence[str]) -> list[str]:
         lines.append(f"| `{m}` alone | {_ms(alone)} |" + " — |" * (len(header) - 2))
     for name, row in methods.items():
         c = compared[name]
-        cells = [f"`{name}`", _ms(row["fused"]), _ms([x for x in row["fused_best_val"] if not math.isnan(x)] or [math.nan])]
+        best_val = [x for x in row["fused_best_val"] if not math.isnan(x)]
+        cells = [f"`{name}`", _ms(row["fused"]), _ms(best_val) if best_val else "—"]
         cells += [_ms(row["probe"][m]) for m in MODALITIES]
         cells += [_diff(c.get("fused_vs_none"))] + [_diff(c.get("probe_vs_none", {}).get(m)) for m in MODALITIES]
         cells += [f"`{c['best_other']}`" if "best_other" in c else "—", _diff(c.get("fused_vs_best_other"))]
         lines.append("| " + " | ".join(cells) + " |")
+    modulation = aim_modulation(record)
+    if modulation:
+        columns = sorted({k for row in modulation.values() for k in row})
+        lines += ["", "AIM's modulation: DAM's strength per modality and depth (`lambda`, and `mu` under symmetric PAM) and "
+                  "the share of each encoder's units switched off in the auxiliary pass, mean over the active logged "
+                  "steps, then over seeds.", "", "| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]  # fmt: skip
+        for name, row in modulation.items():
+            lines.append(f"| `{name}` | " + " | ".join(f"{row[k]:.3f}" if k in row else "—" for k in columns) + " |")
     lines += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
     return lines
 
 
-def time_section(rows: dict[str, dict[str, float]], setting: str, optimizer: str, seed: int) -> list[str]:
-    if not rows:
+def time_section(
+    by_size: dict[int, dict[str, dict[str, float]]], setting: str, optimizer: str, seed: int, accuracy_size: int
+) -> list[str]:
+    if not by_size:
         return []
-    steps = next(iter(rows.values()))["steps"]
+    steps = next(iter(next(iter(by_size.values())).values()))["steps"]
     lines = [
         "## Time and memory",
         "",
-        f"Median time per optimizer step (forward, backward, modulation, optimizer) over {steps} steps of one more run per "
-        f"method (`{setting}` with {optimizer}, seed {seed}, no evaluation), all methods in one process taking turns of "
-        f"{STEPS_PER_TURN} steps so that they meet the same machine; peak memory added while training, mean over that "
-        "setting's seeds. Ratios to `none` in this invocation.",
+        f"Time per optimizer step (forward, backward, modulation, optimizer) over {steps} steps of one more run per "
+        f"method and encoder width (`{setting}` with {optimizer}, seed {seed}, no evaluation), all methods of a width "
+        f"in one process taking turns of {STEPS_PER_TURN} steps so that they meet the same machine: the median, and "
+        "the mean, which carries work done every few steps (AIM's prototype refresh, whose share of the time is "
+        "given). Peak memory added while training, mean over the accuracy runs' seeds (at their width only). "
+        "Ratios to `none` in this invocation.",
         "",
-        "| method | ms / step | time × none | peak mem (MiB) | mem × none |",
-        "|---|---|---|---|---|",
-    ]
-    for method, row in rows.items():
-        lines.append(f"| `{method}` | {row['step_seconds'] * 1000:.1f} | {row.get('time_ratio', math.nan):.2f} | "
-                     f"{row['memory_bytes'] / 2**20:.1f} | {row.get('memory_ratio', math.nan):.2f} |")  # fmt: skip
+        "| width | method | ms / step (median) | × none | ms / step (mean) | × none | refresh share | peak mem (MiB) | mem × none |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for size, rows in by_size.items():
+        for method, row in rows.items():
+            memory = "—" if math.isnan(row["memory_bytes"]) else f"{row['memory_bytes'] / 2**20:.1f}"
+            memory_ratio = "—" if math.isnan(row.get("memory_ratio", math.nan)) else f"{row['memory_ratio']:.2f}"
+            lines.append(
+                f"| {size}{' (accuracy runs)' if size == accuracy_size else ''} | `{method}` | "
+                f"{row['step_seconds'] * 1000:.1f} | {row.get('time_ratio', math.nan):.2f} | "
+                f"{row['mean_step_seconds'] * 1000:.1f} | {row.get('mean_time_ratio', math.nan):.2f} | "
+                f"{row['refresh_share']:.1%} | {memory} | {memory_ratio} |"
+            )
     return lines + [""]
 
 
@@ -660,8 +749,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="Seeds (default: the plan's, 8 on strong and 5 elsewhere; --quick: 0 1).")  # fmt: skip
     parser.add_argument(
         "--methods", nargs="+", default=list(DEFAULT_METHODS),
-        help="Modalities (trained alone) and modulation methods, each NAME[:option=value,...]; "
-        "'none' is the reference of the paired differences and ratios.",
+        help="Modalities (trained alone) and modulation methods, each NAME[:option=value,...][@optimizer] "
+        "(@sgd: only in the SGD groups, the optimizer of the method's paper); 'none' is the reference of the "
+        "paired differences and ratios.",
     )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="A tiny budget (seconds per run): checks the harness, measures nothing.")
     parser.add_argument(
@@ -671,7 +761,12 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     )  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, help="Runs at a time (the accuracies do not depend on it).")
     parser.add_argument("--timing-steps", type=int, default=150, help="Optimizer steps of the timing run; 0: no timing.")
+    parser.add_argument("--timing-hidden-sizes", type=int, nargs="+", default=None,
+                        help="Encoder widths of the timing runs (default: the accuracy runs' and 128).")  # fmt: skip
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--report-split", choices=["test", "validation"], default="test",
+                        help="The split the markdown tables report (a study that chooses settings: validation; the JSON "
+                        "keeps both).")  # fmt: skip
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="Keep the runs' folders here and reuse the finished ones (default: a temporary folder).")  # fmt: skip
     return parser.parse_args(argv), train_options
@@ -713,11 +808,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         futures = {}
         for setting, optimizer, seeds in groups:
             options = [*plan_options(setting, optimizer, args.quick), *extra]
+            methods = methods_of(args.methods, optimizer)
             # Seed by seed, so that an interrupted run leaves whole seeds for a rerun with --work-dir to reuse.
             submitted = {(m, s): pool.submit(one_run, work_dir / f"{setting}_{optimizer}" / _safe(m) / f"seed{s}",
                                              m, s, options, args.threads)
-                         for s in seeds for m in args.methods}
-            futures[setting, optimizer] = options, {m: [submitted[m, s] for s in seeds] for m in args.methods}  # fmt: skip
+                         for s in seeds for m in methods}
+            futures[setting, optimizer] = options, {m: [submitted[m, s] for s in seeds] for m in methods}  # fmt: skip
         records = {}
         for (setting, optimizer), (options, by_method) in futures.items():
             results = {m: [f.result() for f in runs] for m, runs in by_method.items()}
@@ -725,19 +821,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = f"{setting}_{optimizer}"
             plots = plot_results(results, MODALITIES, args.output_dir, name)
             (args.output_dir / f"{name}.json").write_text(json.dumps(record))
-            section = setting_section(record, plots)
+            section = setting_section(record if args.report_split == "test" else validation_view(record), plots)
             (args.output_dir / f"{name}.md").write_text("\n".join([f"# Benchmark: {name}", "", *section]))
             sections += section
             records[setting, optimizer] = record
             print("\n".join(section), flush=True)
         setting, optimizer, seeds = groups[0]
-        timed = [m for m in args.methods if m not in UNIMODAL]
-        rows = {}
+        timed = [m for m in methods_of(args.methods, optimizer) if m not in UNIMODAL]
+        options = [*plan_options(setting, optimizer, args.quick), *extra]
+        accuracy_size = accuracy_hidden_size(options)
+        by_size, timings = {}, {}
         if args.timing_steps > 0 and timed:
-            options = [*plan_options(setting, optimizer, args.quick), *extra, "--max_steps", str(args.timing_steps)]
-            step_seconds = time_all(timed, seeds[0], options, work_dir, args.threads)
-            rows = time_memory(records[setting, optimizer]["runs"], step_seconds)
-            (args.output_dir / "timing.json").write_text(json.dumps({"command": command, "rows": rows, "step_seconds": step_seconds}))
+            for size in args.timing_hidden_sizes or sorted({accuracy_size, 128}):
+                timings[size] = time_all(timed, seeds[0], [*options, "--max_steps", str(args.timing_steps)],
+                                         work_dir, args.threads, size)  # fmt: skip
+                runs = records[setting, optimizer]["runs"] if size == accuracy_size else None
+                by_size[size] = time_memory(runs, timings[size])
+            (args.output_dir / "timing.json").write_text(json.dumps({"command": command, "rows": by_size, "timings": timings}))
     header = [
         "# Balanced-learning benchmark",
         "",
@@ -749,7 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     report = args.output_dir / "benchmark.md"
-    report.write_text("\n".join([*header, *sections, *time_section(rows, setting, optimizer, seeds[0])]))
+    report.write_text("\n".join([*header, *sections, *time_section(by_size, setting, optimizer, seeds[0], accuracy_size)]))
     print(report.read_text())
     return 0
 

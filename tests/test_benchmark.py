@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,12 @@ def test_method_options():
     assert json.loads(options[options.index("--modulation_kwargs") + 1]) == {"alpha": 0.3, "mode": "gradient", "noise": False}
     with pytest.raises(ValueError, match="key=value"):
         bench.method_options("aim:aim_r_max")
+    # `@optimizer` keeps a method to the groups of its paper's optimizer.
+    specs = ["none", "opm@sgd", "aim:aim_pam=dominant", "ogm_ge:alpha=0.3@sgd"]
+    assert bench.methods_of(specs, "adamw") == ["none", "aim:aim_pam=dominant"]
+    assert bench.methods_of(specs, "sgd") == ["none", "opm", "aim:aim_pam=dominant", "ogm_ge:alpha=0.3"]
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
+        bench.methods_of(["opm@adam"], "sgd")
 
 
 def test_rotation_runs_threads_strictly_in_turn_and_lets_them_leave():
@@ -129,6 +136,30 @@ def test_setting_checks_and_comparisons_read_the_per_seed_values():
     assert "fused_vs_none" not in compared["none"]
 
 
+def test_validation_view_and_aim_modulation_summary():
+    bench = _load_benchmark()
+    none = {**_method([0.75, 0.76, 0.77], [0.6] * 3, [0.4] * 3), "val_probe": {"vision": [0.5] * 3, "audio": [0.3] * 3}}
+    log = [{"aim/active": 0.0, "aim/lambda/vision/depth_0": 0.9, "aim/masked_fraction/vision": 0.9},
+           {"aim/active": 1.0, "aim/lambda/vision/depth_0": 0.2, "aim/masked_fraction/vision": 0.1},
+           {"aim/active": 1.0, "aim/lambda/vision/depth_0": 0.4, "aim/masked_fraction/vision": 0.3}]  # fmt: skip
+    record = {
+        "setting": "strong", "optimizer": "adamw", "train_options": [],
+        "unimodal": {"vision": [0.7] * 3}, "unimodal_val": {"vision": [0.65] * 3},
+        "methods": {"none": {**none, "val_fused": [0.8, 0.81, 0.82]}},
+        "runs": {"none": [{"log_history": []}], "aim:aim_pam=dominant": [{"log_history": log}, {"log_history": log[:2]}]},
+    }  # fmt: skip
+    view = bench.validation_view(record)
+    assert view["methods"]["none"]["fused"] == [0.8, 0.81, 0.82] and view["methods"]["none"]["probe"]["audio"] == [0.3] * 3
+    assert view["unimodal"] == {"vision": [0.65] * 3} and record["methods"]["none"]["fused"] == [0.75, 0.76, 0.77]
+    # The inactive warm-up entry is left out; seed means (0.3, 0.2) then their mean.
+    summary = bench.aim_modulation(record)
+    assert list(summary) == ["aim:aim_pam=dominant"]
+    assert summary["aim:aim_pam=dominant"]["lambda/vision/depth_0"] == pytest.approx(0.25)
+    assert summary["aim:aim_pam=dominant"]["masked_fraction/vision"] == pytest.approx(0.15)
+    section = "\n".join(bench.setting_section(view, []))
+    assert "Validation accuracy of the last checkpoint" in section and "| `aim:aim_pam=dominant` | 0.250 |" in section
+
+
 def test_plans_name_their_settings_and_optimizers():
     bench = _load_benchmark()
     options = bench.plan_options("strong", "sgd", quick=False)
@@ -167,14 +198,24 @@ def test_quick_benchmark_writes_per_seed_json_tables_plots_and_measured_ratios(t
     summary = (out / "benchmark.md").read_text()
     assert "python benchmarks/av_digits.py --quick" in summary and "transformers" in summary
     timing = json.loads((out / "timing.json").read_text())
-    rows, step_seconds = timing["rows"], timing["step_seconds"]
-    assert set(rows) == {"none", "aim"}  # the unimodal runs are not timed
-    for method in rows:
-        assert len(step_seconds[method]) == 4 and all(s > 0 for s in step_seconds[method])
-        assert rows[method]["step_seconds"] == statistics.median(step_seconds[method])
+    # The accuracy runs' width (--quick: 16) and the wider 128, each with its own timing run.
+    assert set(timing["rows"]) == {"16", "128"}
+    for size, rows in timing["rows"].items():
+        step_times = timing["timings"][size]
+        assert set(rows) == {"none", "aim"}  # the unimodal runs are not timed
+        for method in rows:
+            seconds = step_times[method]["step_seconds"]
+            assert len(seconds) == 4 and all(s > 0 for s in seconds)
+            assert rows[method]["step_seconds"] == statistics.median(seconds)
+            assert rows[method]["mean_step_seconds"] == pytest.approx(statistics.fmean(seconds))
+        assert rows["aim"]["time_ratio"] == pytest.approx(rows["aim"]["step_seconds"] / rows["none"]["step_seconds"])
+        # Step 0 refreshes AIM's learned prototypes; `none` has none to refresh.
+        assert 0 < rows["aim"]["refresh_share"] < 1 and rows["none"]["refresh_share"] == 0
     adamw = json.loads((out / "strong_adamw.json").read_text())["runs"]
+    rows = timing["rows"]["16"]
     added = {m: statistics.fmean(r["memory"]["peak_bytes"] - r["memory"]["baseline_bytes"] for r in adamw[m]) for m in rows}
-    assert rows["aim"]["time_ratio"] == pytest.approx(rows["aim"]["step_seconds"] / rows["none"]["step_seconds"])
     assert rows["aim"]["memory_ratio"] == pytest.approx(added["aim"] / added["none"])
+    assert math.isnan(timing["rows"]["128"]["aim"]["memory_bytes"])  # no accuracy run at that width
+    assert "| 128 | `aim` |" in summary and "refresh share" in summary
     # AIM really modulated: its log has per-depth strengths.
     assert any("aim/lambda/vision/depth_0" in entry for entry in adamw["aim"][0]["log_history"])
