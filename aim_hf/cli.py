@@ -9,7 +9,7 @@ and prints fused and per-modality probe accuracy. Every option is a field of [`M
 override the file. The same command runs under `accelerate launch -m aim_hf train ...`.
 
 `aim-hf evaluate` loads a saved model and its processors and reports, on a split of the embedded
-data, fused and probe accuracy and what each modality contributes (`aim_hf.evaluation`).
+data or of your own, fused and probe accuracy and what each modality contributes (`aim_hf.evaluation`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ commands:
             (--dataset_name), evaluate and save it
             ({TRAIN_USAGE}; `aim-hf train --help` lists its options)
   evaluate  a saved model's fused and probe accuracy and each modality's contribution (accuracy
-            alone, Shapley value) on a split of the embedded data
+            alone, Shapley value) on a split of the embedded data or your own (--dataset_name)
             ({EVALUATE_USAGE}; `aim-hf evaluate --help` lists its options)"""
 DEBUG_ENV = "AIM_HF_DEBUG"
 
@@ -134,8 +134,8 @@ class DatasetArguments:
 
 
 @dataclass
-class DataArguments(DatasetArguments):
-    """The data: the embedded AV-digits (see docs/av_digits.md), or your own with --dataset_name."""
+class OwnDataArguments:
+    """Your own data (`--dataset_name`), read by `aim_hf.data.loading`; shared by `train` and `evaluate`."""
 
     dataset_name: str | None = field(
         default=None,
@@ -178,6 +178,22 @@ class DataArguments(DatasetArguments):
     max_text_length: int | None = field(
         default=None, metadata={"help": "Texts are truncated to this many tokens (default: the tokenizer's limit)."}
     )
+
+    def __post_init__(self) -> None:
+        self.modality_columns = _json_mapping("modality_columns", self.modality_columns)
+        if isinstance(self.data_files, str) and self.data_files.lstrip().startswith("{"):
+            self.data_files = _json_mapping("data_files", self.data_files)
+
+
+@dataclass
+class EvaluationDataArguments(OwnDataArguments, DatasetArguments):
+    """The data `aim-hf evaluate` reads: the embedded AV-digits, or your own with --dataset_name."""
+
+
+@dataclass
+class DataArguments(OwnDataArguments, DatasetArguments):
+    """The data: the embedded AV-digits (see docs/av_digits.md), or your own with --dataset_name."""
+
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N examples only."})
     only_modality: str | None = field(
         default=None,
@@ -186,11 +202,6 @@ class DataArguments(DatasetArguments):
             "the fused accuracy is then this modality's accuracy alone."
         },
     )
-
-    def __post_init__(self) -> None:
-        self.modality_columns = _json_mapping("modality_columns", self.modality_columns)
-        if isinstance(self.data_files, str) and self.data_files.lstrip().startswith("{"):
-            self.data_files = _json_mapping("data_files", self.data_files)
 
 
 def _subset(dataset: Any, limit: int | None) -> Any:
@@ -252,18 +263,19 @@ class EvaluateArguments:
 def build_evaluate_parser() -> HfArgumentParser:
     """The `aim-hf evaluate` parser (MODEL_DIR, the first argument, is taken before it)."""
     return HfArgumentParser(
-        (EvaluateArguments, DatasetArguments),
+        (EvaluateArguments, EvaluationDataArguments),
         prog="aim-hf evaluate",
         usage=EVALUATE_USAGE,
         description="MODEL_DIR: a folder written by `aim-hf train` (or AIMTrainer.save_model). Blanking a modality "
         "zeroes its feature before the fusion; see aim_hf.evaluation. Give the data options the model was "
-        f"trained with (--setting, --dataset_seed, --image_noise). --debug (or {DEBUG_ENV}=1) shows the traceback "
+        "trained with: --setting, --dataset_seed, --image_noise (the embedded data), or --dataset_name and its "
+        f"column options (your own). --debug (or {DEBUG_ENV}=1) shows the traceback "
         "of an error.",
         allow_abbrev=False,
     )
 
 
-def parse_evaluate_args(argv: list[str]) -> tuple[str, EvaluateArguments, DatasetArguments]:
+def parse_evaluate_args(argv: list[str]) -> tuple[str, EvaluateArguments, EvaluationDataArguments]:
     """Parse `MODEL_DIR [--option value ...]`."""
     parser = build_evaluate_parser()
     if "-h" in argv or "--help" in argv:
@@ -282,26 +294,61 @@ def parse_evaluate_args(argv: list[str]) -> tuple[str, EvaluateArguments, Datase
 
 
 def prepare_evaluation(
-    model_dir: str, eval_args: EvaluateArguments, data_args: DatasetArguments
+    model_dir: str, eval_args: EvaluateArguments, data_args: EvaluationDataArguments
 ) -> tuple[MultimodalModel, MultimodalProcessor, Dataset]:
-    """The saved model (on the GPU when there is one) and processor, and the split to evaluate on."""
+    """The saved model (on the GPU when there is one) and processor, and the split to evaluate on, of
+    the embedded data or of `--dataset_name`."""
     import torch
 
     from aim_hf.modeling import MultimodalModel
     from aim_hf.processing import MultimodalProcessor
 
     model = MultimodalModel.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
-    if list(model.modalities) != list(MODALITIES):
-        raise ValueError(f"{model_dir} holds a model over {model.modalities}; the embedded data has {MODALITIES}.")
     processor = MultimodalProcessor.from_pretrained(model_dir)
+    if data_args.dataset_name:
+        return model, processor, _own_evaluation_split(model, processor, eval_args.split, data_args)
+    if list(model.modalities) != list(MODALITIES):
+        raise ValueError(
+            f"{model_dir} holds a model over {model.modalities}; the embedded data has {MODALITIES}: give "
+            "--dataset_name (and --modality_columns) for the data it was trained on."
+        )
     data = load_data(data_args, model.config.encoder_configs["audio"].num_mel_bins)
     return model, processor, data[eval_args.split]
+
+
+def _own_evaluation_split(
+    model: MultimodalModel, processor: MultimodalProcessor, split: str, data_args: EvaluationDataArguments
+) -> Dataset:
+    """`split` of `--dataset_name`, its labels checked against the model's classes."""
+    from aim_hf.data.loading import load_own_data
+
+    columns = _columns(processor, data_args)
+    audio = [m for m, kind in processor.kinds.items() if kind == "audio"]
+    data, names = load_own_data(
+        data_args.dataset_name,
+        columns,
+        label_column=data_args.label_column,
+        config_name=data_args.dataset_config_name,
+        data_files=data_args.data_files,
+        validation_split_percentage=data_args.validation_split_percentage,
+        seed=data_args.dataset_seed,
+        audio_rates={columns[m]: getattr(processor[m], "sampling_rate", None) for m in audio},
+    )
+    if split not in data:
+        raise ValueError(f"{data_args.dataset_name!r} has no {split!r} split; its splits: {list(data)}.")
+    model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if names != model_names:
+        raise ValueError(
+            f"--label_column {data_args.label_column!r} gives the classes {names}, the model was trained on "
+            f"{model_names}: evaluate on data with the training data's classes."
+        )
+    return _subset(data[split], data_args.max_eval_samples)
 
 
 def evaluate_report(
     model_dir: str,
     eval_args: EvaluateArguments,
-    data_args: DatasetArguments,
+    data_args: EvaluationDataArguments,
     model: MultimodalModel,
     processor: MultimodalProcessor,
     dataset: Dataset,
@@ -311,9 +358,26 @@ def evaluate_report(
     returns the report."""
     from aim_hf.evaluation import modality_contributions
 
-    result = modality_contributions(model, processor, dataset, batch_size=eval_args.batch_size)
-    report = {"model": model_dir, "split": eval_args.split, **asdict(data_args), **result.to_dict()}
-    where = f"AV-digits {data_args.setting!r} (dataset_seed {data_args.dataset_seed}), {eval_args.split} split"
+    from aim_hf.collator import MultimodalCollator
+
+    collator = MultimodalCollator(
+        processor,
+        columns=_columns(processor, data_args) if data_args.dataset_name else None,
+        label_column=data_args.label_column if data_args.dataset_name else "label",
+        max_text_length=data_args.max_text_length,
+    )
+    result = modality_contributions(model, processor, dataset, batch_size=eval_args.batch_size, collator=collator)
+    # The data options that chose the examples: the embedded data's, or your dataset's.
+    if data_args.dataset_name:
+        kept = {f.name for f in fields(OwnDataArguments)} | {"dataset_seed", "max_eval_samples"}
+    else:
+        kept = {f.name for f in fields(DatasetArguments)}
+    data_options = {k: v for k, v in asdict(data_args).items() if k in kept}
+    report = {"model": model_dir, "split": eval_args.split, **data_options, **result.to_dict()}
+    if data_args.dataset_name:
+        where = f"{data_args.dataset_name}, {eval_args.split} split"
+    else:
+        where = f"AV-digits {data_args.setting!r} (dataset_seed {data_args.dataset_seed}), {eval_args.split} split"
     print(f"{where}; model {model_dir}")
     print(result.format_table())
     text = json.dumps(report, indent=2)

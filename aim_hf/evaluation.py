@@ -116,15 +116,20 @@ def shapley_values(subset_accuracy: Mapping[tuple[str, ...], float], modalities:
 
 @torch.no_grad()
 def modality_contributions(
-    model: MultimodalModel, processor: MultimodalProcessor, dataset: Any, batch_size: int = 128
+    model: MultimodalModel,
+    processor: MultimodalProcessor,
+    dataset: Any,
+    batch_size: int = 128,
+    collator: MultimodalCollator | None = None,
 ) -> ModalityContributions:
     """Evaluate `model` on `dataset` (a `datasets.Dataset`, or any sequence of rows: one raw value per
     modality and a `label`, as the [`MultimodalCollator`] takes them) under every subset of kept
-    modalities, on the model's device, in eval mode."""
+    modalities, on the model's device, in eval mode. `collator`: one that reads your column names
+    (`columns`, `label_column`) or truncates texts (default: `MultimodalCollator(processor)`)."""
     if len(dataset) == 0:
         raise ValueError("the dataset is empty: nothing to evaluate.")
     model.eval()
-    collator = MultimodalCollator(processor)
+    collator = collator or MultimodalCollator(processor)
     modalities = list(model.modalities)
     subsets = [s for size in range(len(modalities) + 1) for s in itertools.combinations(modalities, size)]
     predictions: dict[tuple[str, ...], list[np.ndarray]] = {s: [] for s in subsets}

@@ -91,6 +91,22 @@ def test_save_to_disk_with_three_modalities_trains_saves_and_loads_back(checkpoi
         logits = model(**batch).logits
     assert logits.shape == (1, 3) and torch.isfinite(logits).all()
 
+    # `aim-hf evaluate` on the same data: the fused and probe accuracies the training run reported.
+    report = tmp_path / "report.json"
+    data_options = [*argv[1:5], "--label_column", "category", "--max_text_length", "16"]
+    assert main(["evaluate", str(out), *data_options, "--output_json", str(report)]) == 0
+    assert f"{tmp_path / 'data'}, test split" in capsys.readouterr().out
+    evaluated = json.loads(report.read_text())
+    assert evaluated["fused_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    for m in columns:
+        assert evaluated["probe_accuracy"][m] == pytest.approx(metrics[f"test_{m}_probe_accuracy"])
+    # Classes the model was not trained on are refused in one line.
+    other = DatasetDict({"train": av_text_split(6, 3), "test": av_text_split(6, 4).map(lambda r: {"category": "fox"})})
+    other.save_to_disk(tmp_path / "other")
+    options = ["--dataset_name", str(tmp_path / "other"), *data_options[2:]]
+    assert main(["evaluate", str(out), *options]) == 2
+    assert "gives the classes ['bird', 'cat', 'dog', 'fox'], the model was trained on" in capsys.readouterr().err
+
 
 def write_imagefolder(root, n: int = 12) -> None:
     """An imagefolder: train/<class>/<i>.png and a metadata.csv with a caption, a distractor and the
