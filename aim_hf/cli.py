@@ -320,20 +320,7 @@ def _own_evaluation_split(
     model: MultimodalModel, processor: MultimodalProcessor, split: str, data_args: EvaluationDataArguments
 ) -> Dataset:
     """`split` of `--dataset_name`, its labels checked against the model's classes."""
-    from aim_hf.data.loading import load_own_data
-
-    columns = _columns(processor, data_args)
-    audio = [m for m, kind in processor.kinds.items() if kind == "audio"]
-    data, names = load_own_data(
-        data_args.dataset_name,
-        columns,
-        label_column=data_args.label_column,
-        config_name=data_args.dataset_config_name,
-        data_files=data_args.data_files,
-        validation_split_percentage=data_args.validation_split_percentage,
-        seed=data_args.dataset_seed,
-        audio_rates={columns[m]: getattr(processor[m], "sampling_rate", None) for m in audio},
-    )
+    data, names = _load_own_data(processor, data_args)
     if split not in data:
         raise ValueError(f"{data_args.dataset_name!r} has no {split!r} split; its splits: {list(data)}.")
     model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -480,26 +467,12 @@ def _own_data_parts(
     """The encoders, processors, splits and class names of a run on `--dataset_name`."""
     from transformers import set_seed
 
-    from aim_hf.data.loading import load_own_data
     from aim_hf.pretrained import load_encoder, load_processor
     from aim_hf.processing import MultimodalProcessor
 
     processor = MultimodalProcessor({m: load_processor(name, m) for m, name in model_args.encoders.items()})
-    columns = _columns(processor, data_args)
-    # Audio files are read at the rate each feature extractor expects.
-    audio = [m for m, kind in processor.kinds.items() if kind == "audio"]
-    rates = {columns[m]: getattr(processor[m], "sampling_rate", None) for m in audio}
     with training_args.main_process_first(desc="loading the dataset"):  # one process fills the datasets cache
-        data, names = load_own_data(
-            data_args.dataset_name,
-            columns,
-            label_column=data_args.label_column,
-            config_name=data_args.dataset_config_name,
-            data_files=data_args.data_files,
-            validation_split_percentage=data_args.validation_split_percentage,
-            seed=data_args.dataset_seed,
-            audio_rates=rates,
-        )
+        data, names = _load_own_data(processor, data_args)
     for split in ("validation", "test"):
         if split in data:
             data[split] = _subset(data[split], data_args.max_eval_samples)
@@ -508,7 +481,26 @@ def _own_data_parts(
     return encoders, processor, data, names
 
 
-def _columns(processor: MultimodalProcessor, data_args: DataArguments) -> dict[str, str]:
+def _load_own_data(processor: MultimodalProcessor, data_args: OwnDataArguments) -> tuple[DatasetDict, list[str]]:
+    """The splits of `--dataset_name` and its class names (`aim_hf.data.loading.load_own_data`),
+    audio files read at the rate each feature extractor expects."""
+    from aim_hf.data.loading import load_own_data
+
+    columns = _columns(processor, data_args)
+    audio = [m for m, kind in processor.kinds.items() if kind == "audio"]
+    return load_own_data(
+        data_args.dataset_name,
+        columns,
+        label_column=data_args.label_column,
+        config_name=data_args.dataset_config_name,
+        data_files=data_args.data_files,
+        validation_split_percentage=data_args.validation_split_percentage,
+        seed=data_args.dataset_seed,
+        audio_rates={columns[m]: getattr(processor[m], "sampling_rate", None) for m in audio},
+    )
+
+
+def _columns(processor: MultimodalProcessor, data_args: OwnDataArguments) -> dict[str, str]:
     """Modality -> its column: as --modality_columns maps it, else the modality's own name."""
     return {m: data_args.modality_columns.get(m, m) for m in processor.modalities}
 
