@@ -76,7 +76,7 @@ OPTIMIZERS = {
 # `none`'s validation accuracy so that it has plateaued (docs/settings.md, "Budgets").
 PLANS: dict[tuple[str, str], dict[str, Any]] = {
     ("strong", "adamw"): {"seeds": 8, "options": ["--num_train_epochs", "40", "--learning_rate", "3e-3", "--eval_steps", "96"]},
-    ("strong", "sgd"): {"seeds": 8, "options": ["--num_train_epochs", "40", "--learning_rate", "0.2", "--eval_steps", "96"]},
+    ("strong", "sgd"): {"seeds": 5, "options": ["--num_train_epochs", "40", "--learning_rate", "0.2", "--eval_steps", "96"]},
     ("hopeless", "adamw"): {"seeds": 5, "options": ["--num_train_epochs", "30", "--learning_rate", "3e-3", "--eval_steps", "72"]},
     ("av_digits", "adamw"): {"seeds": 5, "options": ["--num_train_epochs", "30", "--learning_rate", "3e-3", "--eval_steps", "96"]},
 }
@@ -746,7 +746,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--optimizers", nargs="+", default=None, choices=list(OPTIMIZERS),
                         help="Optimizers to run each setting with (default: each setting's planned ones).")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help="Seeds (default: the plan's, 8 on strong and 5 elsewhere; --quick: 0 1).")  # fmt: skip
+                        help="Seeds (default: the plan's, 8 on strong with AdamW and 5 elsewhere; --quick: 0 1).")  # fmt: skip
     parser.add_argument(
         "--methods", nargs="+", default=list(DEFAULT_METHODS),
         help="Modalities (trained alone) and modulation methods, each NAME[:option=value,...][@optimizer] "
