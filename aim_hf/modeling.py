@@ -363,7 +363,7 @@ class MultimodalModel(PreTrainedModel):
             if zero:
                 warnings.warn(
                     f"The {m!r} encoder's {', '.join(zero)} are all zero (an AST built from a config leaves them so): "
-                    "initialise them, e.g. with aim_hf.data.av_digits._init_token_embeddings(encoder).",
+                    "initialise them, e.g. with aim_hf.data.init_token_embeddings(encoder).",
                     stacklevel=2,
                 )
         if num_labels is not None:

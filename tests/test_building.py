@@ -49,7 +49,15 @@ def test_from_encoders_warns_about_zero_token_embeddings(encoder_paths):
                                           intermediate_size=64, num_mel_bins=16, max_length=32))  # fmt: skip
     with pytest.warns(UserWarning, match=r"^The 'audio' encoder's cls_token, distillation_token, position_embeddings are all zero"):
         MultimodalModel.from_encoders({"vision": encoder_paths["vision"], "audio": ast}, num_labels=3)
-    # The AV-digits encoders built from configs have theirs drawn (data.av_digits._init_token_embeddings).
+    # The public helper the warning names draws them, and the warning is gone.
+    from aim_hf.data import init_token_embeddings
+
+    init_token_embeddings(ast)
+    assert all(p.any() for n, p in ast.embeddings.named_parameters() if n.endswith(("token", "position_embeddings")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MultimodalModel.from_encoders({"vision": encoder_paths["vision"], "audio": ast}, num_labels=3)
+    # The AV-digits encoders built from configs have theirs drawn (aim_hf.data.init_token_embeddings).
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         MultimodalModel.from_encoders(av_digits_encoders(hidden_size=16, num_hidden_layers=2), num_labels=10)

@@ -6,6 +6,7 @@ from .av_digits import (
     av_digits_encoders,
     av_digits_processor,
     default_encoder_configs,
+    init_token_embeddings,
     load_av_digits,
     mfcc_to_log_mel,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "av_digits_encoders",
     "av_digits_processor",
     "default_encoder_configs",
+    "init_token_embeddings",
     "load_av_digits",
     "mfcc_to_log_mel",
 ]

@@ -255,11 +255,11 @@ def av_digits_encoders(
             encoders[modality] = load_encoder(name, "image" if modality == "vision" else "audio")
         else:
             torch.manual_seed(seed + i)
-            encoders[modality] = _init_token_embeddings(AutoModel.from_config(configs[modality]))
+            encoders[modality] = init_token_embeddings(AutoModel.from_config(configs[modality]))
     return encoders
 
 
-def _init_token_embeddings(encoder: PreTrainedModel) -> PreTrainedModel:
+def init_token_embeddings(encoder: PreTrainedModel) -> PreTrainedModel:
     """Draw the class tokens and position embeddings that transformers leaves at zero (AST's) from a
     truncated normal, as ViT's are. With all of them zero, an all-zero (padded or blanked) patch gives
     an all-zero token whose LayerNorm gradient (eps 1e-12) overflows to inf."""
@@ -300,6 +300,7 @@ __all__ = [
     "av_digits_processor",
     "build_av_digits",
     "default_encoder_configs",
+    "init_token_embeddings",
     "load_av_digits",
     "load_fsdd_mfcc",
     "load_mnist_5k",
