@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums, choose_scaling_mode, gradients_finite
+from .base import Modulation, StepSums, choose_scaling_mode, true_class_probabilities, with_sample_count
 from .ogm_ge import discrepancy_ratios
 
 # The reference caps the exponent of the coefficient so that exp() cannot overflow.
@@ -118,25 +118,21 @@ class AGM(Modulation):
         with torch.no_grad():
             features = {m: outputs.depth_features[m][-1] for m in self.modalities}
             responses = shapley_responses(lambda f: self.model.fusion(f)[0], features, self.modalities)
-            sums = []
-            for m in self.modalities:
-                p = responses[m].float().softmax(-1).gather(1, labels[:, None])
-                sums.append(-p.clamp(min=MIN_PROBABILITY).log().sum())
-            batch = torch.stack(sums + [torch.tensor(float(labels.shape[0]), device=labels.device)])
-        self._sums.add(batch)
+            sums = [
+                -true_class_probabilities(responses[m], labels).clamp(min=MIN_PROBABILITY).log().sum()
+                for m in self.modalities
+            ]
+            self._sums.add(with_sample_count(sums, labels))
         return None
 
     def step(
         self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
     ) -> dict[str, float]:
         self._lr_scales = {}
-        totals = self._sums.reduce()
-        if totals is None:
+        totals = self._sums.reduce_unless_skipped(model, grad_scale)
+        if totals is None:  # nothing added, or a step the GradScaler skips: the state stays as it was
             return {}
         totals = totals.double().cpu()
-        # A step the GradScaler skips (an fp16 overflow) must leave the state as it was.
-        if grad_scale is not None and not gradients_finite(model):
-            return {}
         scores = totals[:-1] / totals[-1]
         mean = self.score_sum / self.score_steps if self.score_steps else None
         ratios, targets, coeffs = agm_coefficients(scores, mean, self.config.alpha)

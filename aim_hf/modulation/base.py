@@ -89,6 +89,28 @@ class StepSums:
         total, self._total = self._total, None
         return None if total is None else all_reduce_sum(total)
 
+    def reduce_unless_skipped(self, model: MultimodalModel, grad_scale: float | None) -> torch.Tensor | None:
+        """`reduce()`, or None also when the GradScaler skips this optimizer step (an fp16 overflow,
+        `grad_scale` given and a gradient not finite): a method's state must then stay as it was. The
+        reduction runs either way, so that every process takes part in it."""
+        totals = self.reduce()
+        if totals is None or (grad_scale is not None and not gradients_finite(model)):
+            return None
+        return totals
+
+
+def true_class_probabilities(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per example, the float32 softmax probability of its true class: the score OGM-GE, OPM, AGM
+    and InfoReg compare modalities by."""
+    return logits.float().softmax(-1).gather(1, labels[:, None]).squeeze(1)
+
+
+def with_sample_count(values: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """`values` (scalars or 1-d) flattened into one vector, followed by the micro-batch's number of
+    examples: the layout of a `StepSums` buffer whose sums are divided by the global count."""
+    count = torch.tensor([float(labels.shape[0])], device=labels.device)
+    return torch.cat([v.reshape(-1) for v in values] + [count])
+
 
 def is_adaptive_optimizer(optimizer: torch.optim.Optimizer) -> bool:
     """Whether `optimizer` (or the optimizer it wraps) normalises each update by its gradient's scale."""

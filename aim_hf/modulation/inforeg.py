@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums, gradients_finite, resolve_step
+from .base import Modulation, StepSums, resolve_step, true_class_probabilities, with_sample_count
 from .unimodal_losses import unimodal_cross_entropies
 
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -177,10 +177,8 @@ class InfoReg(Modulation):
     def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> torch.Tensor:
         losses = unimodal_cross_entropies(outputs, self.modalities, labels)
         with torch.no_grad():
-            sums = [
-                outputs.modality_logits[m].float().softmax(-1).gather(1, labels[:, None]).sum() for m in self.modalities
-            ]
-            self._sums.add(torch.stack(sums + [torch.tensor(float(labels.shape[0]), device=labels.device)]))
+            sums = [true_class_probabilities(outputs.modality_logits[m], labels).sum() for m in self.modalities]
+            self._sums.add(with_sample_count(sums, labels))
         return losses.sum()
 
     def _traces(self, grad_scale: float | None) -> torch.Tensor:
@@ -194,11 +192,8 @@ class InfoReg(Modulation):
         self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
     ) -> dict[str, float]:
         self._coeffs = {}
-        totals = self._sums.reduce()
-        if totals is None:
-            return {}
-        # A step the GradScaler skips (an fp16 overflow) must leave the state as it was.
-        if grad_scale is not None and not gradients_finite(model):
+        totals = self._sums.reduce_unless_skipped(model, grad_scale)
+        if totals is None:  # nothing added, or a step the GradScaler skips: the state stays as it was
             return {}
         totals = totals.double().cpu()
         traces = self._traces(grad_scale)

@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums, choose_scaling_mode
+from .base import Modulation, StepSums, choose_scaling_mode, true_class_probabilities, with_sample_count
 
 # GE's noise std as a multiple of the gradient's std, per mode, when `noise_scale` is None. Under
 # Adam, noise as large as the gradient's own spread swamps its signal, so update mode uses a tenth
@@ -103,12 +103,8 @@ class OGMGE(Modulation):
 
     def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> None:
         with torch.no_grad():
-            sums = [
-                outputs.modality_logits[m].float().softmax(-1).gather(1, labels[:, None]).sum()
-                for m in self.modalities
-            ]
-            batch = torch.stack(sums + [torch.tensor(float(labels.shape[0]), device=labels.device)])
-        self._scores.add(batch)
+            sums = [true_class_probabilities(outputs.modality_logits[m], labels).sum() for m in self.modalities]
+            self._scores.add(with_sample_count(sums, labels))
         return None
 
     def step(

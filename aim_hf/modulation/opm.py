@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums, gradients_finite, rank_and_world
+from .base import Modulation, StepSums, rank_and_world, true_class_probabilities, with_sample_count
 from .ogm_ge import discrepancy_ratios
 
 
@@ -98,24 +98,19 @@ class OPM(Modulation):
         with torch.no_grad():
             sums, counts = [], []
             for m in self.modalities:
-                p = outputs.modality_logits[m].float().softmax(-1).gather(1, labels[:, None]).squeeze(1)
+                p = true_class_probabilities(outputs.modality_logits[m], labels)
                 keep = self._keep[m] if self._keep and m in self._keep else torch.ones_like(p)
                 sums.append((p * keep).sum())
                 counts.append(keep.sum())
-            n = torch.tensor(float(labels.shape[0]), device=labels.device)
-            batch = torch.stack(sums + counts + [n])
-        self._sums.add(batch)
+            self._sums.add(with_sample_count(sums + counts, labels))
         return None
 
     def step(
         self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
     ) -> dict[str, float]:
         self._micro = 0
-        totals = self._sums.reduce()
-        if totals is None:
-            return {}
-        # A step the GradScaler skips (an fp16 overflow) must leave the state as it was.
-        if grad_scale is not None and not gradients_finite(model):
+        totals = self._sums.reduce_unless_skipped(model, grad_scale)
+        if totals is None:  # nothing added, or a step the GradScaler skips: the state stays as it was
             return {}
         num = len(self.modalities)
         sums, kept, count = totals[:num], totals[num : 2 * num], totals[-1]

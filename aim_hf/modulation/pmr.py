@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, all_reduce_sum, gradients_finite
+from .base import Modulation, StepSums, with_sample_count
 from .ogm_ge import discrepancy_ratios
 
 
@@ -79,7 +79,7 @@ class PMR(Modulation):
         self.beta = torch.zeros(len(self.modalities))
         self.mu = torch.zeros(len(self.modalities))
         # Flat per step: each modality's class sums and counts, then the score sums and the sample count.
-        self._stats: torch.Tensor | None = None
+        self._stats = StepSums()
 
     def _ready(self) -> bool:
         """Whether every modality has a prototype for every class."""
@@ -102,20 +102,16 @@ class PMR(Modulation):
                 entropy = -(probs * log_probs).sum(-1).mean()
                 terms.append(self.beta[i].item() * F.nll_loss(log_probs, labels) - self.mu[i].item() * entropy)
             loss = sum(terms)
-        batch = torch.cat(parts + [scores, torch.tensor([float(labels.shape[0])], device=labels.device)])
-        self._stats = batch if self._stats is None else self._stats + batch
+        self._stats.add(with_sample_count([*parts, scores], labels))
         return loss
 
     def step(
         self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
     ) -> dict[str, float]:
-        if self._stats is None:
+        totals = self._stats.reduce_unless_skipped(model, grad_scale)
+        if totals is None:  # nothing added, or a step the GradScaler skips: the state stays as it was
             return {}
-        totals = all_reduce_sum(self._stats).cpu()
-        self._stats = None
-        # A step the GradScaler skips (an fp16 overflow) must leave the state as it was.
-        if grad_scale is not None and not gradients_finite(model):
-            return {}
+        totals = totals.cpu()
         num, k = len(self.modalities), self.num_labels
         metrics: dict[str, float] = {}
         if self._ready():  # this step's scores were taken with the prototypes it started with

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums, gradients_finite, resolve_step
+from .base import Modulation, StepSums, resolve_step, with_sample_count
 from .inforeg import EncoderAnchors
 from .unimodal_losses import unimodal_cross_entropies
 
@@ -130,19 +130,15 @@ class RedReg(Modulation):
             energies = shares.pow(2).mean(-1).sum(-1)
             unit = F.normalize(shares, dim=-1)
             cosines = torch.einsum("anc,bnc->ab", unit, unit).flatten()
-            count = torch.tensor([float(labels.shape[0])], device=labels.device)
-            self._sums.add(torch.cat([scores, features, energies, cosines, count]))
+            self._sums.add(with_sample_count([scores, features, energies, cosines], labels))
         return losses.sum()
 
     def step(
         self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
     ) -> dict[str, float]:
         self._coeffs = {}
-        totals = self._sums.reduce()
-        if totals is None:
-            return {}
-        # A step the GradScaler skips (an fp16 overflow) must leave the state as it was.
-        if grad_scale is not None and not gradients_finite(model):
+        totals = self._sums.reduce_unless_skipped(model, grad_scale)
+        if totals is None:  # nothing added, or a step the GradScaler skips: the state stays as it was
             return {}
         num = len(self.modalities)
         totals = totals.double().cpu()
