@@ -114,10 +114,12 @@ class AIMConfig(TrainingArguments):
         },
     )
     aim_aux_trains: str = field(
-        default="all",
+        default="weak_only",
         metadata={
-            "help": "AIM: what the auxiliary loss trains: 'all' (the head and every encoder), 'no_head' (the "
-            "encoders only), 'weak_only' (only the encoders of the modalities dominant at no depth)."
+            "help": "AIM [ours]: what the auxiliary loss trains: 'weak_only' (the head and the encoders of the "
+            "modalities dominant at no depth; the default, chosen by the study in docs/method.md: the dominant "
+            "encoder learns as in joint training), 'all' (the head and every encoder) or 'no_head' (the encoders "
+            "only)."
         },
     )
     aim_aux_mode: str = field(
@@ -132,6 +134,15 @@ class AIMConfig(TrainingArguments):
         metadata={
             "help": "AIM (PAM): which units an Auxiliary Block switches off: 'high' (the most important, so that "
             "L_aux trains the under-optimized ones) or 'low' (the least important)."
+        },
+    )
+    aim_dam_cap: str = field(
+        default="min",
+        metadata={
+            "help": "AIM (DAM) [ours]: bound each strength by the weakest modality's capacity at that depth, "
+            "c = clip((s_min - 1/K) / (s - 1/K), 0, 1), so that a modality is not switched off for a weak one that "
+            "decodes next to nothing: 'min' (min(lambda, c), the default), 'product' (lambda * c) or 'none' (the "
+            "spec's lambda)."
         },
     )
     remove_unused_columns: bool = field(

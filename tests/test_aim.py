@@ -16,7 +16,7 @@ from tiny import NUM_LABELS, make_rows
 
 TWO = ("vision", "audio")
 # The first reading (class-mean prototypes, dominant-only PAM), which the hand-made statistics test.
-FIRST = dict(aim_prototypes="class_mean", aim_pam="dominant")
+FIRST = dict(aim_prototypes="class_mean", aim_pam="dominant", aim_aux_trains="all", aim_dam_cap="none")
 QK_PARTNER = {"q_proj": "k_proj", "k_proj": "q_proj"}
 
 
@@ -287,7 +287,10 @@ def _same_state(a, b) -> bool:
 
 def test_resume_from_checkpoint_continues_exactly(build_model, build_processor, build_dataset, make_args, tmp_path):
     modalities = ("vision", "text")
-    kw = dict(modulation="aim", modulation_start=0, max_steps=5, save_strategy="steps", save_steps=3)
+    # Uncapped DAM: the tiny models' near-chance scores would leave the capacity bound no block to save.
+    kw = dict(
+        modulation="aim", modulation_start=0, max_steps=5, save_strategy="steps", save_steps=3, aim_dam_cap="none"
+    )
     full = _train(build_model, build_processor, build_dataset, make_args, modalities, **kw)
     checkpoint = tmp_path / "out" / "checkpoint-3"
     saved = torch.load(checkpoint / "modulation_state.pt", weights_only=False)
@@ -318,11 +321,12 @@ def test_trains_three_modalities(build_model, build_processor, build_dataset, ma
 
 @pytest.mark.parametrize("pam", ["symmetric", "dominant"])
 def test_lambda_rises_for_the_informative_modality(pam, build_model, build_processor, build_dataset, make_args):
-    """Two modalities, vision label-informative and audio noise: DAM's lambda modulates vision only;
-    symmetric PAM also gives audio, the weak one, a smaller Auxiliary Block of strength mu."""
+    """Two modalities, vision label-informative and audio noise: DAM's lambda (uncapped: the capacity
+    bound would switch a noise partner's modulation off) modulates vision only; symmetric PAM also
+    gives audio, the weak one, a smaller Auxiliary Block of strength mu."""
     trainer = _train(
         build_model, build_processor, build_dataset, make_args, TWO, informative=("vision",),
-        modulation="aim", modulation_start=0, max_steps=5, logging_steps=1, aim_pam=pam,
+        modulation="aim", modulation_start=0, max_steps=5, logging_steps=1, aim_pam=pam, aim_dam_cap="none",
     )
     logs = [log for log in trainer.state.log_history if "loss" in log]
     assert logs[0]["aim/lambda/vision/depth_3"] == 0.0  # no prototype before the first step

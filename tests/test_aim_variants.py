@@ -14,7 +14,7 @@ from transformers import ResNetConfig, ResNetModel
 from aim_hf import MultimodalCollator, MultimodalModel
 from aim_hf.modeling import MultimodalOutput
 from aim_hf.modulation import build_modulation
-from aim_hf.modulation.aim import weak_strengths
+from aim_hf.modulation.aim import capped_strengths, dam_strengths, weak_capacities, weak_strengths
 from tiny import NUM_LABELS, make_rows
 
 TWO = ("vision", "audio")
@@ -166,15 +166,10 @@ def test_weak_strengths_follow_the_gap_to_the_strongest():
     assert mu["b"][0] == pytest.approx(math.tanh(2.0 * 0.5))
 
 
-# ------------------------------------------------------------------------------ study choices
-def _with_masks(build_model, build_processor, make_args, **overrides):
-    """Model (eval: no dropout), batch, and an AIM whose next step masks vision (dominant) at every
-    depth, after two steps of hand-made statistics (vision informative, audio noise)."""
-    torch.manual_seed(0)
-    model = build_model(TWO).eval()
-    args = make_args(modulation="aim", modulation_start=0, aim_prototypes="class_mean", aim_pam="dominant", **overrides)
-    aim = build_modulation("aim", model, args)
-    for step in range(2):
+def _informative_vision_steps(aim, model, steps: int) -> dict[str, float]:
+    """`steps` optimizer steps of hand-made statistics: vision's depth features tell the label,
+    audio's are noise; random gradients. Returns the last step's metrics."""
+    for step in range(steps):
         labels = torch.tensor([0, 1, 2, 0, 1, 2])
         features = {
             "vision": tuple(F.one_hot(labels, 32).float() * 2 + 0.3 * torch.randn(6, 32) for _ in range(4)),
@@ -183,7 +178,63 @@ def _with_masks(build_model, build_processor, make_args, **overrides):
         aim.compute_loss(MultimodalOutput(depth_features=features), labels)
         for p in model.parameters():
             p.grad = torch.randn_like(p)
-        aim.step(model, step, 10)
+        metrics = aim.step(model, step, 10)
+    return metrics
+
+
+def test_weak_capacities_and_capped_strengths():
+    """c = clip((s_min - chance) / (s - chance), 0, 1); 'min' and 'product' bound lambda by it."""
+    scores = {"a": torch.tensor([0.6, 0.3, 0.05]), "b": torch.tensor([0.2, 0.3, 0.04]), "c": torch.tensor([0.08])}
+    c = weak_capacities(scores, chance=0.1)
+    # Depth 0: the weakest (c, below chance) reaches none of a's or b's gain; depth 1: a and b tie;
+    # depth 2: below chance everywhere, nothing above chance to bound.
+    assert c["a"] == pytest.approx([0.0, 1.0, 0.0], abs=1e-6) and c["b"] == pytest.approx([0.0, 1.0, 0.0], abs=1e-6)
+    assert c["c"] == [0.0]
+    c = weak_capacities({"a": torch.tensor([0.6]), "b": torch.tensor([0.2])}, chance=0.1)
+    assert c["a"][0] == pytest.approx(0.2) and c["b"] == [1.0]
+    lambdas = {"a": [0.9], "b": [0.0]}
+    assert capped_strengths(lambdas, c, "none") is lambdas
+    assert capped_strengths(lambdas, c, "min")["a"][0] == pytest.approx(0.2)
+    assert capped_strengths(lambdas, c, "product")["a"][0] == pytest.approx(0.18)
+    assert capped_strengths(lambdas, c, "min")["b"] == [0.0]
+
+
+@pytest.mark.parametrize("cap", ["none", "min", "product"])
+def test_dam_cap_bounds_the_logged_strengths_and_the_masks(cap, build_model, make_args):
+    """Vision informative, audio noise near chance: uncapped, DAM switches off vision at every depth;
+    capped, the strengths are the uncapped ones bounded by audio's capacity, and the masks follow."""
+    torch.manual_seed(0)
+    model = build_model(TWO).eval()
+    args = dict(modulation="aim", modulation_start=0, aim_prototypes="class_mean", aim_min_lambda=0.0)
+    aim = build_modulation("aim", model, make_args(aim_dam_cap=cap, **args))
+    metrics = _informative_vision_steps(aim, model, 3)
+    plain = dam_strengths(aim.scores, 1.0)
+    bounded = capped_strengths(plain, weak_capacities(aim.scores, 1.0 / model.config.num_labels), cap)
+    logged = [metrics[f"aim/lambda/vision/depth_{d}"] for d in range(4)]
+    assert logged == pytest.approx(bounded["vision"])
+    if cap == "none":
+        assert logged == pytest.approx(plain["vision"])
+    else:
+        assert all(b < p for b, p in zip(logged, plain["vision"]))
+    # The next step's masks are sized by the logged (bounded) strengths.
+    expected = sum(
+        math.ceil(lam * 0.5 * module.weight.shape[0])
+        for lam, group in zip(logged, model.unit_modules("vision"))
+        for module in group.values()
+    )
+    assert aim._masked_units["vision"] == expected > 0
+
+
+# ------------------------------------------------------------------------------ study choices
+def _with_masks(build_model, build_processor, make_args, **overrides):
+    """Model (eval: no dropout), batch, and an AIM whose next step masks vision (dominant) at every
+    depth, after two steps of hand-made statistics (vision informative, audio noise)."""
+    torch.manual_seed(0)
+    model = build_model(TWO).eval()
+    # The first reading (no capacity bound: audio is noise here) unless overridden.
+    first = dict(aim_prototypes="class_mean", aim_pam="dominant", aim_aux_trains="all", aim_dam_cap="none")
+    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=0, **(first | overrides)))
+    _informative_vision_steps(aim, model, 2)
     model.zero_grad(set_to_none=True)
     assert set(aim.masks) == {"vision"}
     return model, MultimodalCollator(build_processor(TWO))(make_rows(6, TWO)), aim
@@ -246,7 +297,7 @@ def test_mask_by_picks_the_most_or_least_important_units(mask_by, build_model, m
 
 
 @pytest.mark.parametrize(
-    "field", ["aim_prototypes", "aim_pam", "aim_aux_trains", "aim_aux_mode", "aim_mask_by"]
+    "field", ["aim_prototypes", "aim_pam", "aim_aux_trains", "aim_aux_mode", "aim_mask_by", "aim_dam_cap"]
 )
 def test_unknown_choice_is_refused(field, make_args):
     with pytest.raises(ValueError, match=f"Unknown {field} 'nope'"):

@@ -8,8 +8,10 @@
   and its share of the classifier decode it as its class, refreshed every `aim_prototype_every`
   steps. `"class_mean"`: the EMA of the class means of the L2-normalised pooled outputs.
 - DAM: per depth, `lambda^m_d = tanh(alpha * (s^m_d / min_m' s^m'_d - 1))`: the weakest modality at a
-  depth gets 0, stronger ones more; with `aim_pam="symmetric"` the weaker ones also get
-  `mu^m_d = tanh(alpha * (1 - s^m_d / max_m' s^m'_d))`.
+  depth gets 0, stronger ones more; `aim_dam_cap` [ours] can bound it by the weakest modality's
+  capacity `c^m_d = clip((s_min - 1/K) / (s^m_d - 1/K), 0, 1)` (how much of m's above-chance score
+  the weakest reaches there: near 0 where the weak modality decodes next to nothing); with
+  `aim_pam="symmetric"` the weaker ones also get `mu^m_d = tanh(alpha * (1 - s^m_d / max_m' s^m'_d))`.
 - PAM: per Linear/Conv output unit inside each depth group, a Taylor importance
   `EMA(sum_j |W_uj g_uj| + |b_u g_bu|)`. The Auxiliary Block of group d of modality m switches off
   the `ceil(strength * r_max * n)` most (or, `aim_mask_by="low"`, least) important units of each of
@@ -45,6 +47,7 @@ AIM_CHOICES: dict[str, tuple[str, ...]] = {
     "aim_aux_trains": ("all", "no_head", "weak_only"),
     "aim_aux_mode": ("add", "replace"),
     "aim_mask_by": ("high", "low"),
+    "aim_dam_cap": ("none", "min", "product"),
 }
 
 
@@ -67,6 +70,29 @@ def dam_strengths(scores: dict[str, torch.Tensor], alpha: float) -> dict[str, li
     """DAM: per modality and depth, `tanh(alpha * (rho - 1))` with `rho = s / min` over the
     modalities that have that depth (a depth only one modality has gets 0)."""
     return _per_depth(scores, lambda s, weakest, strongest: math.tanh(alpha * (s / weakest - 1.0)))
+
+
+def weak_capacities(scores: dict[str, torch.Tensor], chance: float) -> dict[str, list[float]]:
+    """Per modality and depth, the share of its depth score above chance that the weakest modality
+    there reaches: `clip((s_min - chance) / (s - chance), 0, 1)` (0 where `s` is not above chance).
+    1 for the weakest; near 0 where the weakest decodes next to nothing."""
+
+    def capacity(s: float, weakest: float, strongest: float) -> float:
+        gain = s - chance
+        return 0.0 if gain <= 0 else min(max((weakest - chance) / gain, 0.0), 1.0)
+
+    return _per_depth(scores, capacity)
+
+
+def capped_strengths(
+    lambdas: dict[str, list[float]], capacities: dict[str, list[float]], cap: str
+) -> dict[str, list[float]]:
+    """DAM's strengths bounded by the weakest modality's capacity (`aim_dam_cap`): `"min"`:
+    `min(lambda, c)`; `"product"`: `lambda * c`; `"none"`: lambda as is."""
+    if cap == "none":
+        return lambdas
+    bound = min if cap == "min" else (lambda lam, c: lam * c)
+    return {m: [bound(lam, c) for lam, c in zip(lambdas[m], capacities[m])] for m in lambdas}
 
 
 def weak_strengths(scores: dict[str, torch.Tensor], alpha: float) -> dict[str, list[float]]:
@@ -256,7 +282,13 @@ class AIM(Modulation):
         self._update_importance(grad_scale or 1.0)
 
         used_counts = self._masked_units
-        lambdas = dam_strengths(self.scores, self.args.aim_alpha) if self.scores is not None else None
+        lambdas = None
+        if self.scores is not None:
+            lambdas = capped_strengths(
+                dam_strengths(self.scores, self.args.aim_alpha),
+                weak_capacities(self.scores, 1.0 / self.num_labels),
+                self.args.aim_dam_cap,
+            )
         mus = (
             weak_strengths(self.scores, self.args.aim_alpha)
             if lambdas is not None and self.args.aim_pam == "symmetric"
