@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, all_reduce_sum
+from .base import Modulation, StepSums
 
 
 AIM_CHOICES: dict[str, tuple[str, ...]] = {
@@ -189,7 +189,7 @@ class AIM(Modulation):
             (m, name, module) for m, groups in self.units.items() for group in groups for name, module in group.items()
         ]
         # The step's statistics (one flat float32 buffer) and the feature width per modality and depth.
-        self._acc: torch.Tensor | None = None
+        self._sums = StepSums()
         self._dims: dict[str, list[int]] | None = None
 
     def _template_hook(self, modality: str) -> Any:
@@ -255,19 +255,14 @@ class AIM(Modulation):
         if aux_loss is not None:
             tail[1], tail[2] = aux_loss.detach() * n, n
         parts += [onehot.sum(0), tail]
-        batch = torch.cat(parts)
-        self._acc = batch if self._acc is None else self._acc + batch
+        self._sums.add(torch.cat(parts))
 
     # ---------------------------------------------------------------------------- optimizer step
     def step(
         self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
     ) -> dict[str, float]:
-        if self._acc is None:
-            return {}
-        totals = all_reduce_sum(self._acc)
-        self._acc = None
-        if grad_scale is not None and not _gradients_finite(model):
-            # An fp16 overflow: the GradScaler skips this optimizer step, so AIM's state skips it too.
+        totals = self._sums.reduce_unless_skipped(model, grad_scale)
+        if totals is None:  # nothing added, or a step the GradScaler skips: AIM's state skips it too
             return {}
         class_sums, score_sums, counts, n, aux_sum, aux_n = self._unpack(totals)
         metrics: dict[str, float] = {}
@@ -552,15 +547,6 @@ def _broadcast_from_first(tensors: list[torch.Tensor]) -> None:
     with torch.no_grad():
         for t, value in zip(tensors, flat.split([t.numel() for t in tensors])):
             t.copy_(value.view_as(t))
-
-
-@torch.no_grad()
-def _gradients_finite(model: nn.Module) -> bool:
-    """Whether every gradient is finite (what the GradScaler checks before stepping). Gradients
-    are all-reduced, so every process reaches the same answer. The max-norm cannot overflow and
-    is inf or nan exactly when some entry is."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return not grads or bool(torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all())
 
 
 def _map_tensors(value: Any, fn) -> Any:

@@ -100,8 +100,8 @@ class StepSums:
 
 
 def true_class_probabilities(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per example, the float32 softmax probability of its true class: the score OGM-GE, OPM, AGM
-    and InfoReg compare modalities by."""
+    """Per example, the float32 softmax probability of its true class: the score OGM-GE, OPM, AGM,
+    InfoReg and RedReg compare modalities by."""
     return logits.float().softmax(-1).gather(1, labels[:, None]).squeeze(1)
 
 
@@ -168,11 +168,14 @@ def resolve_step(value: float | None, max_steps: int) -> int | None:
     return int(math.floor(value * max_steps)) if 0 <= value < 1 else int(value)
 
 
+@torch.no_grad()
 def gradients_finite(model: torch.nn.Module) -> bool:
     """Whether every gradient of `model` is finite (one host sync): under fp16 loss scaling, a step
-    with an overflow is skipped by the optimizer, and a method must then leave its state alone."""
+    with an overflow is skipped by the optimizer, and a method must then leave its state alone.
+    Gradients are all-reduced, so every process reaches the same answer. Batched: the max-norm of
+    each gradient cannot overflow and is inf or nan exactly when some entry is."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all())
+    return not grads or bool(torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all())
 
 
 def _accepts(value: Any, hint: Any) -> bool:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums, resolve_step, with_sample_count
+from .base import Modulation, StepSums, resolve_step, true_class_probabilities, with_sample_count
 from .inforeg import EncoderAnchors
 from .unimodal_losses import unimodal_cross_entropies
 
@@ -122,8 +122,7 @@ class RedReg(Modulation):
         losses = unimodal_cross_entropies(outputs, self.modalities, labels)
         with torch.no_grad():
             shares = torch.stack([outputs.modality_logits[m].float() for m in self.modalities])  # (M, n, C)
-            targets = labels[None, :, None].expand(len(self.modalities), -1, 1)
-            scores = shares.softmax(-1).gather(2, targets).sum((1, 2))
+            scores = torch.stack([true_class_probabilities(share, labels).sum() for share in shares])
             features = torch.stack(
                 [outputs.depth_features[m][-1].float().pow(2).mean(-1).sum() for m in self.modalities]
             )
