@@ -195,6 +195,14 @@ class DataArguments(OwnDataArguments, DatasetArguments):
     """The data: the embedded AV-digits (see docs/av_digits.md), or your own with --dataset_name."""
 
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N examples only."})
+    skip_data_check: bool = field(
+        default=False,
+        metadata={
+            "help": "With --dataset_name: skip the pass that reads every row of every split before training (images "
+            "open, audio files decode to a finite non-empty signal, texts and labels present) and names the first "
+            "bad row. The class check (at least 2 classes in train) still runs."
+        },
+    )
     only_modality: str | None = field(
         default=None,
         metadata={
@@ -467,12 +475,14 @@ def _own_data_parts(
     """The encoders, processors, splits and class names of a run on `--dataset_name`."""
     from transformers import set_seed
 
+    from aim_hf.data.checks import check_classes
     from aim_hf.pretrained import load_encoder, load_processor
     from aim_hf.processing import MultimodalProcessor
 
     processor = MultimodalProcessor({m: load_processor(name, m) for m, name in model_args.encoders.items()})
     with training_args.main_process_first(desc="loading the dataset"):  # one process fills the datasets cache
-        data, names = _load_own_data(processor, data_args)
+        data, names = _load_own_data(processor, data_args, check=not data_args.skip_data_check)
+    check_classes(data, names, data_args.label_column)
     for split in ("validation", "test"):
         if split in data:
             data[split] = _subset(data[split], data_args.max_eval_samples)
@@ -481,9 +491,12 @@ def _own_data_parts(
     return encoders, processor, data, names
 
 
-def _load_own_data(processor: MultimodalProcessor, data_args: OwnDataArguments) -> tuple[DatasetDict, list[str]]:
+def _load_own_data(
+    processor: MultimodalProcessor, data_args: OwnDataArguments, check: bool = False
+) -> tuple[DatasetDict, list[str]]:
     """The splits of `--dataset_name` and its class names (`aim_hf.data.loading.load_own_data`),
-    audio files read at the rate each feature extractor expects."""
+    audio files read at the rate each feature extractor expects; with `check`, every row read first
+    (`aim_hf.data.checks`)."""
     from aim_hf.data.loading import load_own_data
 
     columns = _columns(processor, data_args)
@@ -497,6 +510,7 @@ def _load_own_data(processor: MultimodalProcessor, data_args: OwnDataArguments) 
         validation_split_percentage=data_args.validation_split_percentage,
         seed=data_args.dataset_seed,
         audio_rates={columns[m]: getattr(processor[m], "sampling_rate", None) for m in audio},
+        check_kinds=processor.kinds if check else None,
     )
 
 

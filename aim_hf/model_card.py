@@ -105,29 +105,67 @@ def _format(value: float) -> str:
     return f"{value:.4f}"
 
 
+# The Trainer's metric prefixes of the splits aim-hf evaluates on, as the card names them.
+_SPLIT_TITLES = {"eval": "Validation split", "test": "Test split"}
+
+
+def _evaluation_prefixes(log: dict[str, Any]) -> list[str]:
+    """The metric prefixes of the evaluations in `log` (`eval`, `test`, ...): the keys `<prefix>_accuracy`
+    other than a probe's (`<prefix>_<modality>_probe_accuracy`) and the training probes' (`probe_accuracy/...`)."""
+    return [
+        key.removesuffix("_accuracy")
+        for key in log
+        if key.endswith("_accuracy") and "/" not in key and not key.endswith("_probe_accuracy")
+    ]
+
+
 def _results(log_history: list[dict[str, Any]], modalities: list[str]) -> dict[str, Any]:
-    """The last evaluation's fused and per-probe accuracy / F1, and the last training interval's
-    probe accuracies."""
-    results: dict[str, Any] = {"eval_rows": [], "eval_step": None, "train_rows": [], "train_step": None}
-    evals = [log for log in log_history if "eval_accuracy" in log]
-    if evals:
-        last = evals[-1]
-        results["eval_step"] = last.get("step")
-        for name, prefix in [("fused", "eval_")] + [(f"{m} probe", f"eval_{m}_probe_") for m in modalities]:
-            if f"{prefix}accuracy" in last:
-                f1 = last.get(f"{prefix}f1")
-                row = {"name": name, "accuracy": _format(last[f"{prefix}accuracy"])}
-                results["eval_rows"].append({**row, "f1": "–" if f1 is None else _format(f1)})
+    """Per evaluated split (validation, then test, then any other prefix), its last evaluation's
+    fused and per-probe accuracy / F1; and the last training interval's probe accuracies."""
+    last: dict[str, dict[str, Any]] = {}
+    for log in log_history:
+        for prefix in _evaluation_prefixes(log):
+            last[prefix] = log
+    order = [p for p in _SPLIT_TITLES if p in last] + [p for p in last if p not in _SPLIT_TITLES]
+    evaluations = []
+    for prefix in order:
+        log, rows = last[prefix], []
+        for name, key in [("fused", f"{prefix}_")] + [(f"{m} probe", f"{prefix}_{m}_probe_") for m in modalities]:
+            if f"{key}accuracy" in log:
+                f1 = log.get(f"{key}f1")
+                f1 = "–" if f1 is None else _format(f1)
+                rows.append({"name": name, "accuracy": _format(log[f"{key}accuracy"]), "f1": f1})
+        title = _SPLIT_TITLES.get(prefix, f"Evaluation `{prefix}`")
+        evaluations.append({"title": title, "step": log.get("step"), "rows": rows})
+    results: dict[str, Any] = {"evaluations": evaluations, "train_rows": [], "train_step": None}
     trains = [log for log in log_history if any(f"probe_accuracy/{m}" in log for m in modalities)]
     if trains:
-        last = trains[-1]
-        results["train_step"] = last.get("step")
+        last_train = trains[-1]
+        results["train_step"] = last_train.get("step")
         results["train_rows"] = [
-            {"name": f"{m} probe", "accuracy": _format(last[f"probe_accuracy/{m}"])}
+            {"name": f"{m} probe", "accuracy": _format(last_train[f"probe_accuracy/{m}"])}
             for m in modalities
-            if f"probe_accuracy/{m}" in last
+            if f"probe_accuracy/{m}" in last_train
         ]
     return results
+
+
+def _training_hyperparameters(trainer: AIMTrainer) -> dict[str, Any]:
+    """transformers' list of the training hyperparameters, with a warm-up under 1 shown as what it is:
+    a ratio of the training steps (and the steps it gave)."""
+    values = extract_hyperparameters_from_trainer(trainer)
+    warmup = trainer.args.warmup_steps
+    if "lr_scheduler_warmup_steps" not in values or not 0 < warmup < 1:
+        return values
+    ratio = f"{warmup}"
+    if trainer.state.max_steps:
+        ratio += f" ({trainer.args.get_warmup_steps(trainer.state.max_steps)} of {trainer.state.max_steps} steps)"
+    shown = {}
+    for key, value in values.items():  # in the same place of the list, under the name of what it is
+        if key == "lr_scheduler_warmup_steps":
+            key, value = "lr_scheduler_warmup_ratio", ratio
+        shown[key] = value
+    return shown
 
 
 # The modulation object's attribute that holds the value a schedule field resolves to (its default).
@@ -162,18 +200,6 @@ def _method_hyperparameters(trainer: AIMTrainer) -> dict[str, Any]:
     return values
 
 
-def _usage_call(modality: str, kind: str | None, processor: Any, column: str) -> str:
-    """The processor call of one training row's value, as the collator makes it."""
-    value = f'example["{column}"]'
-    if kind == "image":
-        return f'processor["{modality}"](images={value}.convert("RGB"), return_tensors="pt")'
-    if kind == "audio" and getattr(processor, "sampling_rate", None) is not None:
-        return (
-            f'processor["{modality}"]({value}["array"], sampling_rate={value}["sampling_rate"], return_tensors="pt")'
-        )
-    return f'processor["{modality}"]({value}, return_tensors="pt")'  # text, or a spectrogram as stored
-
-
 def _source(name_or_path: str) -> str:
     """Where an encoder's weights came from, in the card's words."""
     if hub_id(name_or_path):
@@ -202,10 +228,22 @@ def _encoders(trainer: AIMTrainer) -> list[dict[str, Any]]:
                 ),
                 "processor": type(processor[m]).__name__ if kind else "–",
                 "column": columns.get(m, m),
-                "call": _usage_call(m, kind, processor[m] if kind else None, columns.get(m, m)),
             }
         )
     return encoders
+
+
+def _dataset_loader(dataset: str | None) -> str | None:
+    """The `load_dataset(...)` call that gives the training rows of `dataset`, as the usage snippet
+    runs it: a Hub dataset's train split, or a local csv / json / parquet file's rows; else None."""
+    from .data.loading import file_builder
+
+    builder = file_builder(dataset) if dataset else None
+    if builder is not None:
+        return f'load_dataset("{builder}", data_files={dataset!r}, split="train")'
+    if dataset and "/" in dataset and hub_id(dataset) is not None:
+        return f'load_dataset("{dataset}", split="train")'
+    return None
 
 
 def _labels(id2label: dict[int, str], limit: int = 12) -> str:
@@ -281,9 +319,10 @@ def build_model_card(
         encoders=encoders,
         dataset_name=dataset,
         dataset_is_hub_id="/" in (dataset or "") and hub_id(dataset) is not None,
+        dataset_loader=_dataset_loader(dataset),
         method=method,
         method_hyperparameters=_method_hyperparameters(trainer),
-        hyperparameters=extract_hyperparameters_from_trainer(trainer),
+        hyperparameters=_training_hyperparameters(trainer),
         versions=_versions(),
         citations=method["citations"],
         accuracy_plot=os.path.basename(plots["accuracy"]) if "accuracy" in plots else None,

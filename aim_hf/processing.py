@@ -3,16 +3,23 @@
 It is registered with `AutoProcessor` and saved with an `auto_map` and its code (this file and
 `spectrogram.py`), as the model is, so that `AutoProcessor.from_pretrained(path_or_repo,
 trust_remote_code=True)` loads it where aim_hf is not installed. This file imports only
-transformers, `configuration.py` and `spectrogram.py`, so it can travel as remote code.
+transformers, torch, `configuration.py`, `spectrogram.py` and `raw_inputs.py`, so it can travel as
+remote code.
+
+Called on one raw example (`processor({"vision": image, "text": "..."})`), it gives the model's
+inputs, reading each value as the collator does: images as PIL images, paths or bytes; audio as
+arrays, `{"array", "sampling_rate"}` dicts or files; text as strings.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from transformers import (
     AutoFeatureExtractor,
     AutoImageProcessor,
@@ -26,6 +33,7 @@ from transformers.image_processing_utils import ImageProcessingMixin
 from transformers.utils import PROCESSOR_NAME, cached_file
 
 from .configuration import MultimodalConfig
+from .raw_inputs import as_audio, as_image, as_text
 from .spectrogram import SpectrogramFeatureExtractor  # noqa: F401  (registers it with AutoFeatureExtractor)
 
 PROCESSOR_CONFIG_NAME = "multimodal_processor.json"
@@ -87,6 +95,45 @@ class MultimodalProcessor:
 
     def __getitem__(self, modality: str) -> Any:
         return self.processors[modality]
+
+    def process(
+        self, modality: str, values: Sequence[Any], max_text_length: int | None = None, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        """The tensors of a batch of raw `values` of `modality`, through its processor (padded, with
+        masks). Raw values as [`MultimodalCollator`] takes them (see the module's docstring); a bad
+        one raises a `ValueError` naming its position in `values` ("Example i"). `max_text_length`
+        truncates texts; `kwargs` go to the processor's call."""
+        processor, kind = self.processors[modality], self.kinds[modality]
+        where = [f"Example {i}, modality {modality!r}" for i in range(len(values))]
+        if kind == "text":
+            texts = [as_text(v, at) for v, at in zip(values, where)]
+            kwargs.setdefault("padding", True)
+            kwargs.setdefault("truncation", True)
+            if max_text_length is not None:
+                kwargs.setdefault("max_length", max_text_length)
+            encoded = processor(texts, return_tensors="pt", **kwargs)
+        elif kind == "image":
+            images = [as_image(v, at) for v, at in zip(values, where)]
+            encoded = processor(images=images, return_tensors="pt", **kwargs)
+        else:
+            rate = getattr(processor, "sampling_rate", None)
+            audio = [as_audio(v, rate, at) for v, at in zip(values, where)]
+            if rate is not None:
+                kwargs.setdefault("sampling_rate", rate)
+            if "padding" in inspect.signature(processor.__call__).parameters:
+                kwargs.setdefault("padding", True)  # variable-length audio (wav2vec2 family)
+            encoded = processor(audio, return_tensors="pt", **kwargs)
+        return {k: v for k, v in encoded.items() if isinstance(v, torch.Tensor)}
+
+    def __call__(
+        self, example: Mapping[str, Any], max_text_length: int | None = None
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """The model's inputs (`model(**inputs)`) for one raw example, a mapping modality -> its raw
+        value (see the module's docstring); `max_text_length` truncates the text."""
+        missing = [m for m in self.modalities if m not in example]
+        if missing:
+            raise ValueError(f"the example has no value for the modalities {missing} (its keys: {sorted(example)}).")
+        return {m: self.process(m, [example[m]], max_text_length) for m in self.modalities}
 
     @classmethod
     def register_for_auto_class(cls, auto_class: str = "AutoProcessor") -> None:

@@ -47,7 +47,7 @@ def test_processor_save_load(build_processor, tmp_path):
 @pytest.mark.parametrize(
     "modality, value, message",
     [
-        ("text", "   ", "Example 1, modality 'text': the text is empty"),
+        ("text", 3, "Example 1, modality 'text': the text is not a string"),
         ("vision", {"bytes": b"not an image"}, "Example 1, modality 'vision': cannot read the image"),
         ("audio", {"array": np.array([]), "sampling_rate": 16000}, "Example 1, modality 'audio': the audio is empty"),
         ("audio", {"array": np.ones(100), "sampling_rate": 8000}, "sampled at 8000 Hz"),
@@ -59,3 +59,11 @@ def test_bad_rows_name_the_row_and_modality(build_processor, modality, value, me
     rows[1][modality] = value
     with pytest.raises(ValueError, match=message):
         MultimodalCollator(build_processor(("vision", "audio", "text")))(rows)
+
+
+def test_empty_text_is_text(build_processor):
+    """A tokenizer encodes an empty string (its special tokens alone): a valid row, as in the data check."""
+    rows = make_rows(2, ("vision", "text"))
+    rows[1]["text"] = ""
+    batch = MultimodalCollator(build_processor(("vision", "text")))(rows)
+    assert batch["text"]["attention_mask"][1].sum() == 2  # [CLS] [SEP]

@@ -60,7 +60,7 @@ def test_every_save_gets_a_card_and_plots(trained):
     # The checkpoint's card shows that checkpoint's evaluation, not the end of training.
     first_eval = next(log for log in trainer.state.log_history if "eval_accuracy" in log)
     assert first_eval["step"] == 1
-    assert "Evaluation set, step 1" in (out / "checkpoint-1" / "README.md").read_text()
+    assert "Validation split, step 1:" in (out / "checkpoint-1" / "README.md").read_text()
 
 
 def test_card_content(trained):

@@ -98,19 +98,22 @@ def _without_aim_hf(code: str, *args: str, cwd) -> subprocess.CompletedProcess:
 
 def test_saved_folder_carries_the_processor_code(trained):
     out = trained[0]
-    for name in ("modeling.py", "configuration.py", "processing.py", "spectrogram.py", "processor_config.json"):
+    code = ("modeling.py", "configuration.py", "processing.py", "spectrogram.py", "raw_inputs.py")
+    for name in (*code, "processor_config.json"):
         assert (out / name).is_file(), name
     assert json.loads((out / "processor_config.json").read_text())["auto_map"] == {
         "AutoProcessor": "processing.MultimodalProcessor"
     }
-    # The remote code imports only transformers, torch, numpy and its own files.
-    for name in ("modeling.py", "configuration.py", "processing.py", "spectrogram.py"):
+    # The remote code imports only transformers, torch, numpy and its own files (Pillow and soundfile
+    # inside the functions that read an image or an audio file).
+    for name in code:
         nodes = list(ast.walk(ast.parse((out / name).read_text())))
         imported = [a.name for n in nodes if isinstance(n, ast.Import) for a in n.names]
         imported += [n.module for n in nodes if isinstance(n, ast.ImportFrom) and n.level == 0]
         roots = {module.split(".")[0] for module in imported}
         assert roots <= {"__future__", "json", "os", "math", "types", "warnings", "collections", "contextlib",
-                         "dataclasses", "typing", "torch", "transformers", "numpy"}, (name, roots)  # fmt: skip
+                         "dataclasses", "typing", "torch", "transformers", "numpy", "io", "inspect", "PIL",
+                         "soundfile"}, (name, roots)  # fmt: skip
 
 
 def test_loads_without_aim_hf(trained, tmp_path):

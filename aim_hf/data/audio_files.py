@@ -2,40 +2,17 @@
 
 `datasets.Audio` decodes with torchcodec, which many machines lack (and which needs a matching
 torch build); soundfile reads wav, flac and ogg with nothing but libsndfile. So audio columns are
-kept undecoded and read here, at the feature extractor's sampling rate, when a row is taken.
+kept undecoded and read with [`read_audio`] (`aim_hf.raw_inputs`), at the feature extractor's
+sampling rate, when a row is taken.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
-from typing import Any
 
-import numpy as np
 from datasets import Audio, Dataset
 
-
-def read_audio(source: str | bytes | Mapping[str, Any], sampling_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """Mono float32 samples of an audio file (a path, its bytes, or a `{"path", "bytes"}` dict) and
-    their rate: `sampling_rate` when given (resampled to it), else the file's own.
-
-    Other rates are resampled by linear interpolation: simple and dependency-free, but with no
-    anti-aliasing filter, so downsampling folds frequencies above the new Nyquist rate back in. For
-    the best quality convert the files once beforehand (`ffmpeg -i in.wav -ac 1 -ar 16000 out.wav`).
-    """
-    try:
-        import soundfile as sf
-    except ImportError as err:
-        raise ImportError("reading audio files needs soundfile: `pip install soundfile`.") from err
-    if isinstance(source, Mapping):
-        source = source.get("bytes") or source.get("path")
-    audio, rate = sf.read(io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if sampling_rate is None or rate == sampling_rate:
-        return audio, rate
-    length = max(1, round(len(audio) * sampling_rate / rate))
-    positions = np.arange(length, dtype=np.float64) * (rate / sampling_rate)
-    return np.interp(positions, np.arange(len(audio)), audio).astype(np.float32), sampling_rate
+from ..raw_inputs import read_audio
 
 
 def _holds_audio_files(dataset: Dataset, column: str) -> bool:

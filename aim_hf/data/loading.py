@@ -21,9 +21,15 @@ from typing import Any
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
 
 from .audio_files import decode_audio_columns
+from .checks import check_rows
 
 SPLITS = ("train", "validation", "test")
 _FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def file_builder(name: str) -> str | None:
+    """The `datasets` builder of the local data file `name` (`csv`, `json`, `parquet`), else None."""
+    return _FILE_BUILDERS.get(Path(name).suffix.lower()) if os.path.isfile(name) else None
 
 
 def load_raw(name: str, config_name: str | None = None, data_files: Any = None) -> DatasetDict:
@@ -32,7 +38,7 @@ def load_raw(name: str, config_name: str | None = None, data_files: Any = None) 
         data = load_from_disk(name)
         return data if isinstance(data, DatasetDict) else DatasetDict({"train": data})
     if data_files is None and os.path.isfile(name):
-        builder = _FILE_BUILDERS.get(Path(name).suffix.lower())
+        builder = file_builder(name)
         if builder is None:
             raise ValueError(f"--dataset_name {name!r}: a data file must be {', '.join(_FILE_BUILDERS)}.")
         return load_dataset(builder, data_files={"train": name})
@@ -107,6 +113,8 @@ def load_own_data(
     validation_split_percentage: float = 10,
     seed: int = 0,
     audio_rates: Mapping[str, int | None] | None = None,
+    check_kinds: Mapping[str, str] | None = None,
+    check_num_proc: int | None = None,
 ) -> tuple[DatasetDict, list[str]]:
     """Load `name`, check its columns, encode its labels and make its splits (see [`load_raw`],
     [`encode_labels`], [`with_validation`]); returns the splits and the class names by id.
@@ -119,11 +127,17 @@ def load_own_data(
         seed: the seed of that split.
         audio_rates: audio column -> the sampling rate its feature extractor expects (None: the
             file's own); those columns, where they hold files, are read with soundfile on access.
+        check_kinds: modality -> its processor's kind (`"image"`, `"audio"`, `"text"`): every row of
+            every split is read first, in the files' order, and the first bad one raises a
+            `ValueError` ([`aim_hf.data.checks.check_rows`]). None: no check.
+        check_num_proc: the check's processes (default: one per core for large splits).
     """
     data = load_raw(name, config_name, data_files)
     check_columns(data, columns, label_column)
     # Only the columns used: an unused image or audio column would still be decoded on every access.
     data = data.select_columns([*dict.fromkeys([*columns.values(), label_column])])
+    if check_kinds is not None:  # before any split or shuffle: rows keep their place in the files
+        check_rows(data, columns, check_kinds, label_column, audio_rates, check_num_proc)
     data, names = encode_labels(data, label_column)
     data = with_validation(data, validation_split_percentage, seed)
     for split, dataset in data.items():
@@ -132,4 +146,4 @@ def load_own_data(
     return data, names
 
 
-__all__ = ["SPLITS", "check_columns", "encode_labels", "load_own_data", "load_raw", "with_validation"]
+__all__ = ["SPLITS", "check_columns", "encode_labels", "file_builder", "load_own_data", "load_raw", "with_validation"]
