@@ -123,6 +123,27 @@ def make_rows(
     return rows
 
 
+def write_csv_of_paths(root: str | os.PathLike, n: int = 12, seed: int = 0, labels=("bird", "cat", "dog")) -> Path:
+    """`root/train.csv` as a user writes one: columns image, sound, caption, label, the image (PNG)
+    and sound (16 kHz WAV) files under `root/images` and `root/sounds`, named in the csv by paths
+    relative to `root`. Row i's files are `images/i.png` and `sounds/i.wav`; returns the csv's path."""
+    import csv
+
+    import soundfile as sf
+
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "sounds").mkdir(exist_ok=True)
+    with open(root / "train.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "sound", "caption", "label"])
+        for i, row in enumerate(make_rows(n, ("vision", "audio", "text"), seed=seed)):
+            row["vision"].save(root / "images" / f"{i}.png")
+            sf.write(root / "sounds" / f"{i}.wav", row["audio"]["array"], SAMPLING_RATE, subtype="FLOAT")
+            writer.writerow([f"images/{i}.png", f"sounds/{i}.wav", row["text"], labels[row["label"]]])
+    return root / "train.csv"
+
+
 def tiny_args(output_dir: str | os.PathLike, **overrides):
     """AIMConfig for the tests: CPU, deterministic, quiet, no reporting, no checkpoints; `overrides`
     are any AIMConfig fields."""

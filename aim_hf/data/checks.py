@@ -133,7 +133,11 @@ def check_rows(
 def check_classes(data: DatasetDict, names: list[str], label_column: str) -> None:
     """Refuse a train split with fewer than two classes (nothing to tell apart: every accuracy would
     read 1.0); warn of each validation / test class that train never shows (the model cannot learn it)."""
-    present = {split: set(dataset.unique(label_column)) for split, dataset in data.items()}
+    # Without the datasets' transforms (audio decoding) and other columns: only the labels are read.
+    present = {
+        split: set(dataset.with_format(None).select_columns([label_column]).unique(label_column))
+        for split, dataset in data.items()
+    }
 
     def named(ids: set[int]) -> list[str]:
         return [names[i] for i in sorted(ids)]
