@@ -44,7 +44,8 @@ def read_audio(source: str | bytes | Mapping[str, Any], sampling_rate: int | Non
     if isinstance(source, Mapping):
         source = source.get("bytes") or source.get("path")
     try:
-        audio, rate = sf.read(io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32", always_2d=True)
+        file = io.BytesIO(source) if isinstance(source, bytes) else source
+        audio, rate = sf.read(file, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, OSError, RuntimeError, TypeError) as err:
         name = "the audio bytes" if isinstance(source, bytes) else f"the audio file {str(source)!r}"
         raise ValueError(f"cannot read {name} ({_reason(source, err)})") from err
@@ -58,7 +59,9 @@ def read_audio(source: str | bytes | Mapping[str, Any], sampling_rate: int | Non
 
 def _missing(value: Any, where: str) -> None:
     if value is None:
-        raise ValueError(f"{where}: the value is missing (None: an empty cell of a csv reads as None). Fix or drop this row.")
+        raise ValueError(
+            f"{where}: the value is missing (None: an empty cell of a csv reads as None). Fix or drop this row."
+        )
 
 
 def as_image(value: Any, where: str) -> Any:

@@ -105,7 +105,8 @@ def test_every_bad_row_is_counted_and_the_flag_skips_the_pass(checkpoints, tmp_p
     message = str(raised.value)
     assert message.startswith("the train split, row 2, column 'sound' (audio): cannot read the audio file")
     assert message.endswith(
-        "Other bad rows: the train split, row 5, column 'sound' (audio); the train split, row 9, column 'sound' (audio)."
+        "Other bad rows: the train split, row 5, column 'sound' (audio); "
+        "the train split, row 9, column 'sound' (audio)."
     )
     # --skip_data_check: the trainer is built; the bad rows would only be met by the collator.
     trainer, validation, _ = build_trainer(*parse_train_args(_train_argv(checkpoints, tmp_path, "--skip_data_check")))
@@ -173,4 +174,5 @@ def test_a_class_unseen_in_train_is_warned_of(caplog):
     with caplog.at_level(logging.WARNING, logger="aim_hf.data.checks"):
         check_classes(data, ["bird", "cat", "dog"], "label")
     warned = [r.getMessage() for r in caplog.records]
-    assert len(warned) == 1 and warned[0].startswith("the validation split holds classes the train split never shows: ['dog']")
+    assert len(warned) == 1
+    assert warned[0].startswith("the validation split holds classes the train split never shows: ['dog']")

@@ -111,6 +111,26 @@ def test_card_usage_snippet_runs(trained, monkeypatch):
     assert namespace["printed"][0] in namespace["model"].config.id2label.values()
 
 
+def test_card_has_a_table_per_split_and_the_warmup_ratio(encoder_paths, processors, tmp_path):
+    """The test set's results are on the card beside the validation set's, each table naming its split;
+    a warm-up under 1 (a ratio of the steps) is shown as a ratio."""
+    trainer = _trainer(encoder_paths, processors, tmp_path / "out", save_strategy="no", warmup_steps=0.5)
+    trainer.train()
+    validation = trainer.evaluate()
+    test = trainer.evaluate(Dataset.from_list(make_rows(6, MODALITIES, seed=2)), metric_key_prefix="test")
+    trainer.save_model(str(tmp_path / "final"))
+    text = (tmp_path / "final" / "README.md").read_text()
+    results = text[text.index("## Results"):text.index("## Usage")]
+    assert results.index("Validation split, step 2:") < results.index("Test split, step 2:")
+    tables = results.split("Test split, step 2:")
+    for metrics, prefix, table in ((validation, "eval", tables[0]), (test, "test", tables[1])):
+        assert f"| fused | {metrics[f'{prefix}_accuracy']:.4f} | {metrics[f'{prefix}_f1']:.4f} |" in table
+        for m in MODALITIES:
+            assert f"| {m} probe | {metrics[f'{prefix}_{m}_probe_accuracy']:.4f} |" in table
+    assert "Evaluation set" not in text
+    assert "- lr_scheduler_warmup_ratio: 0.5 (1 of 2 steps)" in text and "warmup_steps" not in text
+
+
 def test_plots_from_trainer_state(trained, tmp_path):
     trainer, out = trained
     log_history = load_log_history(out / "checkpoint-2")  # the folder's trainer_state.json

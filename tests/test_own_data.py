@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Image, Value
-from tiny import SAMPLING_RATE, make_rows, save_tiny_checkpoints
+from tiny import SAMPLING_RATE, make_rows, save_tiny_checkpoints, write_csv_of_paths
 
 from aim_hf import MultimodalCollator, MultimodalModel, MultimodalProcessor
 from aim_hf.cli import build_trainer, main, parse_train_args, run
@@ -77,7 +77,12 @@ def test_save_to_disk_with_three_modalities_trains_saves_and_loads_back(checkpoi
     metrics = json.loads((out / "all_results.json").read_text())
     test_row = next(line for line in printed.splitlines() if line.startswith("| test |"))
     assert float(re.findall(r"\d\.\d{4}", test_row)[0]) == pytest.approx(metrics["test_accuracy"], abs=1e-4)
-    assert str(tmp_path / "data") in (out / "README.md").read_text()  # the card names the data
+    card = (out / "README.md").read_text()
+    assert str(tmp_path / "data") in card  # the card names the data
+    # The card holds the test results too, in a table that names its split; the CLI's warm-up as a ratio.
+    test_table = card[card.index("Test split, step 2:"):card.index("Training batches")]
+    assert f"| fused | {metrics['test_accuracy']:.4f} | {metrics['test_f1']:.4f} |" in test_table
+    assert "Validation split, step 2:" in card and "- lr_scheduler_warmup_ratio: 0.1 (1 of 2 steps)" in card
 
     # The saved folder loads back, string labels as sorted class names, and predicts a raw row.
     model = MultimodalModel.from_pretrained(out).eval()
@@ -106,6 +111,40 @@ def test_save_to_disk_with_three_modalities_trains_saves_and_loads_back(checkpoi
     options = ["--dataset_name", str(tmp_path / "other"), *data_options[2:]]
     assert main(["evaluate", str(out), *options]) == 2
     assert "gives the classes ['bird', 'cat', 'dog', 'fox'], the model was trained on" in capsys.readouterr().err
+
+
+def test_card_snippet_runs_on_a_row_of_a_csv_of_paths(checkpoints, tmp_path, monkeypatch, capsys):
+    """A csv of image and wav paths, as a user has it: the card's usage snippet, as written (only the
+    repo id pointed at the folder), loads its first row with load_dataset("csv") and classifies it
+    from the paths, as the model does on the decoded files."""
+    write_csv_of_paths(tmp_path)
+    monkeypatch.chdir(tmp_path)  # the csv's paths are relative to it
+    columns = {"vision": "image", "audio": "sound", "text": "caption"}
+    argv = ["train", "--dataset_name", "train.csv", "--modality_columns", json.dumps(columns)]
+    argv += ["--encoders", json.dumps({m: checkpoints[m] for m in columns}), "--output_dir", "model"]
+    assert main([*argv, *FAST]) == 0
+    capsys.readouterr()
+    text = (tmp_path / "model" / "README.md").read_text()
+    code = re.search(r"## Usage\n.*?```python\n(.*?)```", text, re.S).group(1)
+    assert "example = load_dataset(\"csv\", data_files='train.csv', split=\"train\")[0]" in code
+    namespace: dict = {}
+    code = code.replace('repo_id = "model"', f"repo_id = {str(tmp_path / 'model')!r}")
+    exec(compile(code, "model_card_usage", "exec"), namespace)
+    assert namespace["example"]["image"] == "images/0.png"  # a path, as the csv holds it
+
+    from PIL import Image as PILImage
+
+    model = namespace["model"]
+    array, rate = sf.read("sounds/0.wav", dtype="float32")
+    decoded = {
+        "vision": PILImage.open("images/0.png"),
+        "audio": {"array": array, "sampling_rate": rate},
+        "text": namespace["example"]["caption"],
+    }
+    with torch.no_grad():
+        expected = model(**MultimodalCollator(MultimodalProcessor.from_pretrained(tmp_path / "model"))([decoded])).logits
+    torch.testing.assert_close(namespace["logits"], expected)
+    assert capsys.readouterr().out.strip() == model.config.id2label[expected.argmax(-1).item()]
 
 
 def write_imagefolder(root, n: int = 12) -> None:
