@@ -132,7 +132,7 @@ class MultimodalProcessor:
         value (see the module's docstring); `max_text_length` truncates the text."""
         missing = [m for m in self.modalities if m not in example]
         if missing:
-            raise ValueError(f"the example has no value for the modalities {missing} (its keys: {sorted(example)}).")
+            raise ValueError(f"the example has no value for the modalities {missing}; its keys: {sorted(example)}.")
         return {m: self.process(m, [example[m]], max_text_length) for m in self.modalities}
 
     @classmethod
