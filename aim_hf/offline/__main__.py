@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .convert import ENCODERS, convert
+from .registry import ENCODERS, convert
 
 
 def main(argv: list[str] | None = None) -> int:
