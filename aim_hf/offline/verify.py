@@ -152,8 +152,8 @@ def verify_whisper(name: str, folder: Path, clip_seconds: int) -> None:
         print(f"  30 s: said {sentence!r}, heard {heard!r} (WER {errors[-1]:.2f})")
     convert(name, short, clip_seconds=clip_seconds)
     heard = transcribe(short, speak(SHORT_PHRASE, folder / "short.wav"), max_tokens=12)
-    print(f"  {clip_seconds} s clip folder (not checked: Whisper decodes such clips poorly untrained): "
-          f"said {SHORT_PHRASE!r}, heard {heard!r}")
+    # Not checked: trained on 30 s windows, the decoder tends to repeat itself on a short one.
+    print(f"  {clip_seconds} s clip folder (shown, not checked): said {SHORT_PHRASE!r}, heard {heard!r}")
     if np.mean(errors) > MAX_WER:
         raise VerificationError(f"{name}: mean word error rate {np.mean(errors):.2f} > {MAX_WER}.")
 
