@@ -73,7 +73,8 @@ def test_mobilenet_v2_folder_loads_as_an_encoder_with_its_pillow_processor(tiny_
     assert pixels.shape == (1, 3, 32, 32)
     # ImageNet normalisation: a mid-grey pixel (128) lands near zero, not at 0.5.
     grey = processor(np.full((40, 40, 3), 128, np.uint8), return_tensors="pt").pixel_values
-    torch.testing.assert_close(grey[0, :, 0, 0], (128 / 255 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]))
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(grey[0, :, 0, 0], (128 / 255 - mean) / std)
 
 
 def test_mobilenet_v2_refuses_a_state_dict_of_another_layout(tiny_mobilenet, tmp_path):
@@ -198,11 +199,14 @@ def test_whisper_conversion_gives_the_original_logits(tiny_whisper, tmp_path, sp
     decoder_ids = torch.tensor([[1, 4, 7, 9]])
     with torch.no_grad():
         expected = model(input_features=features, decoder_input_ids=decoder_ids).logits
-        torch.testing.assert_close(converted.eval()(input_features=features, decoder_input_ids=decoder_ids).logits, expected)
+        actual = converted.eval()(input_features=features, decoder_input_ids=decoder_ids).logits
+    torch.testing.assert_close(actual, expected)
     assert converted.config.decoder_start_token_id == 1 and converted.config.eos_token_id == 0
 
 
-def test_whisper_short_clip_cuts_the_position_table_and_trains_in_a_multimodal_model(tiny_whisper, tmp_path, encoder_paths):
+def test_whisper_short_clip_cuts_the_position_table_and_trains_in_a_multimodal_model(
+    tiny_whisper, tmp_path, encoder_paths
+):
     model, variables, root = tiny_whisper
     # A "30 s" model: 1,500 encoder positions; 1 s keeps the first 50.
     long_table = np.random.default_rng(1).standard_normal((1500, 16)).astype(np.float32)

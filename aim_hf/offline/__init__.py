@@ -9,6 +9,6 @@ The packages are located (not imported) only when an encoder is converted. Licen
 checksums: docs/pretrained_encoders.md.
 """
 
-from .registry import ENCODERS, convert, install_lines
+from .registry import ENCODERS, convert
 
-__all__ = ["ENCODERS", "convert", "install_lines"]
+__all__ = ["ENCODERS", "convert"]

@@ -11,7 +11,7 @@ from .registry import ENCODERS, convert
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and convert; a one-line error (exit status 2) for any refused input."""
-    names = "\n".join(f"  {name}: {what}" for name, (what, _, _) in ENCODERS.items())
+    names = "\n".join(f"  {name}: {what}" for name, (what, _) in ENCODERS.items())
     parser = argparse.ArgumentParser(
         prog="python -m aim_hf.offline",
         description="Convert a pretrained encoder shipped in a pip package into a transformers folder.",

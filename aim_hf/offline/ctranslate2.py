@@ -42,7 +42,7 @@ class _Reader:
 
     def take(self, n: int) -> memoryview:
         if self.pos + n > len(self.data):
-            raise ValueError(f"{self.what} ends early (truncated, or a part missing?): not a complete CTranslate2 model.")
+            raise ValueError(f"{self.what} ends early (truncated, or a part missing?): not a whole CTranslate2 model.")
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk

