@@ -12,7 +12,7 @@ import pytest
 from aim_hf.cli import main
 from aim_hf.data import speech_bank
 from aim_hf.data.av_digits import load_mnist_5k
-from aim_hf.data.emoji import SKIN_TONES, EmojiEntry, EmojiSetting, load_emoji_entries, render_emoji
+from aim_hf.data.emoji import SKIN_TONES, EmojiEntry, EmojiSetting, load_emoji_entries, mask_name, render_emoji
 from aim_hf.data.settings import PRETRAINED_SETTINGS, load_setting
 from aim_hf.data.speech_bank import SAMPLING_RATE, Utterance, bank_utterances, load_speech_bank
 from aim_hf.data.spoken import SPEECH_RMS, SpokenSetting, load_fashion_mnist, place_in_clip
@@ -80,6 +80,9 @@ def test_emoji_text_drops_label_words_and_masks(emoji):
     flags = [t for t, label in zip(rows["text"], rows["label"]) if names[label] == "Flags"]
     assert flags and not any("flag" in t.lower().split() for t in flags)
     assert "Japan" in [t for split in emoji for t in emoji[split]["text"]]  # "flag: Japan" without "flag:"
+    # Label words match in the singular and without punctuation.
+    label_words = {"activity", "flag"}  # the words of the labels "Activities" and "Flags"
+    assert mask_name("Flags: activities, ball", label_words, 0.0, np.random.default_rng(0)) == "ball"
     # Without the label words dropped, half of the words masked: each text keeps the name's words, in
     # order, and about half of them.
     half = load_setting("emoji", image_size=8, mask_label_words=False, mask_fraction=0.5)["train"]

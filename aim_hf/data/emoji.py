@@ -106,13 +106,16 @@ def render_emoji(emoji: str, image_size: int) -> np.ndarray:
 
 
 def _word_key(word: str) -> str:
-    """A word compared with the label's words: lower case, letters only, a plural's s dropped."""
+    """A word compared with the label's words: lower case, letters only, in the singular ("Activities"
+    and "activity", "Flags" and "flag:" match)."""
     letters = re.sub(r"[^a-z]", "", word.lower())
+    if letters.endswith("ies"):
+        return letters[:-3] + "y"
     return letters[:-1] if letters.endswith("s") and len(letters) > 3 else letters
 
 
 def mask_name(name: str, label_words: set[str], mask_fraction: float, rng: np.random.Generator) -> str:
-    """`name` without the words in `label_words` (compared by `_word_key`), then each remaining word
+    """`name` without its words whose `_word_key` is in `label_words`, then each remaining word
     dropped with probability `mask_fraction`."""
     words = [w for w in name.split() if _word_key(w) not in label_words]
     keep = rng.random(len(words)) >= mask_fraction
