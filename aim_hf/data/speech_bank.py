@@ -135,17 +135,18 @@ def load_speech_bank(
     path = cache_dir(cache) / f"speech_bank_{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
     if path.is_file():
         with np.load(path) as stored:
-            clips = np.split(stored["audio"].astype(np.float32) / 32767, stored["ends"][:-1])
+            samples = np.split(stored["audio"], stored["ends"][:-1])
     else:
         jobs = [(w, u) for w in words for u in utterances]
         with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-            clips = [np.round(c * 32767) / 32767 for c in pool.map(lambda job: synthesize(*job), jobs)]
+            spoken = list(pool.map(lambda job: synthesize(*job), jobs))
+        # 16-bit, as espeak-ng writes it: half the size of float32 on disk.
+        samples = [np.round(np.clip(c, -1, 1) * 32767).astype(np.int16) for c in spoken]
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        # 16-bit, as espeak-ng writes it: half the size of float32 and nothing lost that it had.
-        audio = np.round(np.clip(np.concatenate(clips), -1, 1) * 32767).astype(np.int16)
-        np.savez(partial, audio=audio, ends=np.cumsum([len(c) for c in clips]), key=key)
+        np.savez(partial, audio=np.concatenate(samples), ends=np.cumsum([len(c) for c in samples]), key=key)
         os.replace(partial, path)  # atomic: two processes building the same bank both leave a whole file
+    clips = [c.astype(np.float32) / 32767 for c in samples]  # the same from a fresh bank and a cached one
     return SpeechBank(tuple(words), tuple(utterances), tuple(clips))
 
 
