@@ -1,4 +1,6 @@
-"""Benchmark settings built from the AV-digits sources, each with a documented modality imbalance.
+"""Benchmark settings, each with a documented construction (`docs/settings.md`).
+
+Settings built from the AV-digits sources, with a documented modality imbalance (`SETTINGS`):
 
 A setting fixes how the MNIST images and FSDD recordings are paired, degraded and split
 (`docs/settings.md` gives each construction and its measured suppression gap). They were fixed
@@ -11,16 +13,27 @@ before any method was compared on them:
   what audio reaches alone.
 - `hopeless`: audio is only a little above chance alone: most recordings are of another digit than
   the label. A balancing method must not lose accuracy here.
+
+Settings for pretrained encoders, built from Debian packages (`PRETRAINED_SETTINGS`; not yet
+calibrated on `none`):
+
+- `emoji` (vision + text): an emoji's rendered glyph and its name, labelled by its group
+  (`aim_hf.data.emoji`).
+- `spoken` (vision + audio): a Fashion-MNIST image and espeak-ng saying its class in noise
+  (`aim_hf.data.spoken`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 from datasets import DatasetDict
 
 from .av_digits import LABEL_NAMES, NUM_MEL_BINS, SPLIT_SIZES, build_av_digits
+from .emoji import EmojiSetting
+from .spoken import SpokenSetting
 
 
 @dataclass(frozen=True)
@@ -102,11 +115,32 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
-def load_setting(name: str, seed: int = 0, num_mel_bins: int = NUM_MEL_BINS, image_noise: float = 0.0) -> DatasetDict:
-    """The data of the benchmark setting `name` (see `SETTINGS`)."""
-    if name not in SETTINGS:
-        raise ValueError(f"Unknown setting {name!r}: choose one of {', '.join(SETTINGS)}.")
-    return SETTINGS[name].load(seed=seed, num_mel_bins=num_mel_bins, image_noise=image_noise)
+# Settings for pretrained encoders: the defaults of each construction (its knobs are the fields).
+PRETRAINED_SETTINGS: dict[str, EmojiSetting | SpokenSetting] = {s.name: s for s in (EmojiSetting(), SpokenSetting())}
 
 
-__all__ = ["SETTINGS", "Setting", "load_setting"]
+def load_setting(name: str, seed: int = 0, **options: Any) -> DatasetDict:
+    """The data of the benchmark setting `name`; `seed` fixes its construction.
+
+    `options`: for a setting of `SETTINGS`, `num_mel_bins` and `image_noise` (as `Setting.load`);
+    for one of `PRETRAINED_SETTINGS`, any field of its construction (e.g. `load_setting("emoji",
+    label_level="subgroup")`), replacing the default.
+    """
+    if name in SETTINGS:
+        return SETTINGS[name].load(seed=seed, **_known(name, options, ("num_mel_bins", "image_noise")))
+    if name in PRETRAINED_SETTINGS:
+        setting = PRETRAINED_SETTINGS[name]
+        knobs = tuple(f.name for f in fields(setting) if f.name not in ("name", "description"))
+        return replace(setting, **_known(name, options, knobs)).load(seed=seed)
+    raise ValueError(f"Unknown setting {name!r}: choose one of {', '.join([*SETTINGS, *PRETRAINED_SETTINGS])}.")
+
+
+def _known(name: str, options: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+    """`options`, or a one-line error naming those setting `name` does not take."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"Setting {name!r} has no option {', '.join(unknown)}; its options: {', '.join(known)}.")
+    return options
+
+
+__all__ = ["PRETRAINED_SETTINGS", "SETTINGS", "Setting", "load_setting"]
