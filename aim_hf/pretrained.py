@@ -13,6 +13,7 @@ from typing import Any
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
 from .model_card import hub_id
+from .modeling import tower_class
 from .processing import _LOADERS
 
 # The sub-config of a dual-encoder checkpoint that describes the tower of each kind of input.
@@ -47,6 +48,11 @@ def load_encoder(name: str, kind: str) -> PreTrainedModel:
     `CLIPVisionModel` for images), of an encoder-decoder model (Whisper) its encoder."""
     config = AutoConfig.from_pretrained(name)
     tower = getattr(config, _TOWERS[kind], None)
+    if tower is not None and tower_class(tower) is not None:
+        # A tower AutoModel does not map (CLAP's audio) is taken out of the whole model: loaded alone,
+        # its weights' names would miss the dual model's prefix and it would start random.
+        model = AutoModel.from_pretrained(name)
+        return next(m for m in model.children() if isinstance(m, PreTrainedModel) and type(m.config) is type(tower))
     if tower is not None:
         return AutoModel.from_pretrained(name, config=tower)
     model = AutoModel.from_pretrained(name)
