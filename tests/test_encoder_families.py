@@ -5,21 +5,19 @@ as remote code with only transformers)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
 import torch
 import transformers as T
-from test_remote_code import BLOCK_AIM_HF
+from test_remote_code import _without_aim_hf
 from tiny import ENCODER_CONFIGS, IMAGE_SIZE, NUM_LABELS, WORDS, tiny_args
 from torch.utils.data import default_collate
 from transformers import AutoModel
 
 from aim_hf import AIMTrainer, MultimodalModel
+from aim_hf.modeling import tower_class
 from aim_hf.pretrained import load_encoder
 
 BATCH, STEPS = 6, 3  # AIM builds its first masks at step 1, for the auxiliary pass of step 2
@@ -251,3 +249,50 @@ def test_family_builds_trains_aim_and_reloads(name, encoder_paths, tmp_path):
     torch.testing.assert_close(reloaded.state_dict(), model.state_dict(), rtol=0, atol=0)
     # Float tolerance: a trained conv weight's memory layout (not saved) can change the kernels' summation order.
     torch.testing.assert_close(_logits(reloaded, batch), expected)
+
+
+# Run with only transformers (aim_hf blocked): each saved model as remote code, on its batch.
+LOAD_EACH = """
+import sys, torch
+from transformers import AutoModel
+
+logits = {}
+for name, (folder, batch) in torch.load(sys.argv[1]).items():
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    with torch.no_grad():
+        logits[name] = (type(model).__module__, model(**batch).logits)
+torch.save(logits, sys.argv[2])
+"""
+
+
+def test_every_family_loads_as_remote_code(encoder_paths, tmp_path):
+    """Each family's saved model loads with only transformers (its saved modeling code builds the
+    encoder, CLAP's audio tower included, and finds its width) and gives the same logits."""
+    runs, expected = {}, {}
+    for name in FAMILIES:
+        model = _build(name, _save_family(name, tmp_path / "encoders"), encoder_paths)
+        batch = {k: v for k, v in _batch(name, 2, seed=1).items() if k != "labels"}
+        model.save_pretrained(tmp_path / name)
+        runs[name] = (str(tmp_path / name), batch)
+        expected[name] = _logits(model, batch)
+    torch.save(runs, tmp_path / "runs.pt")
+    _without_aim_hf(LOAD_EACH, str(tmp_path / "runs.pt"), str(tmp_path / "logits.pt"), cwd=tmp_path)
+    loaded = torch.load(tmp_path / "logits.pt")
+    for name in FAMILIES:
+        module, logits = loaded[name]
+        assert module.startswith("transformers_modules."), (name, module)
+        torch.testing.assert_close(logits, expected[name], msg=lambda m: f"{name}: {m}")
+
+
+def test_clap_audio_tower_of_a_whole_clap_checkpoint(tmp_path):
+    """`load_encoder` (the CLI's loader) takes CLAP's audio tower out of a whole CLAP checkpoint with
+    its saved weights; loaded alone by its class it would miss the dual model's prefix and start random."""
+    audio = FAMILIES["clap_audio"].config()
+    text = T.ClapTextConfig(**_TRANSFORMER, **_TEXT)
+    torch.manual_seed(0)
+    whole = T.ClapModel(T.ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16))
+    whole.save_pretrained(tmp_path / "clap")
+    assert tower_class(audio) is T.ClapAudioModel
+    tower = load_encoder(str(tmp_path / "clap"), "audio")
+    assert type(tower) is T.ClapAudioModel
+    torch.testing.assert_close(tower.state_dict(), whole.audio_model.state_dict(), rtol=0, atol=0)
