@@ -228,9 +228,9 @@ def _zero_token_embeddings(encoder: nn.Module) -> list[str]:
 
 
 def tower_class(config: Any) -> type[PreTrainedModel] | None:
-    """For a config that `AutoModel` does not map, the tower of a dual encoder (CLAP's
-    `ClapAudioConfig`), the transformers model class named after it (`ClapAudioModel`); None for the
-    configs `AutoModel` maps, and for those no class is named after."""
+    """For a config that `AutoModel` does not map, such as a dual encoder's tower (CLAP's
+    `ClapAudioConfig`), the transformers model class named after it (`ClapAudioModel`); None where
+    `AutoModel` maps the config or transformers has no such class."""
     if type(config) in MODEL_MAPPING:
         return None
     cls = getattr(transformers, type(config).__name__.removesuffix("Config") + "Model", None)
