@@ -265,17 +265,17 @@ def load_pretrained_encoder(name: str, **kwargs: Any) -> PreTrainedModel:
     return _encoder_of(model)
 
 
-def _feature_dim(encoder: nn.Module, path: str, layers: nn.ModuleList) -> int:
+def _feature_dim(encoder: nn.Module, depths: _EncoderDepths) -> int:
     """Width of the last layer's output, read from the layer itself rather than from a config field
     that some families lack (MobileNets, EfficientNet, MobileViT): the output width of its last
     Linear / convolution (a transformer block's output projection, a CNN block's last convolution)."""
-    for module in reversed(list(layers[-1].modules())):
+    for module in reversed(list(depths.layers[-1].modules())):
         for attr in ("out_features", "out_channels", "nf"):  # nf: transformers' GPT-2 style Conv1D
             if isinstance(getattr(module, attr, None), int):
                 return getattr(module, attr)
     raise ValueError(
-        f"Cannot tell the feature width of {type(encoder).__name__}: its last layer ({path}.{len(layers) - 1}) "
-        "has no Linear or convolution."
+        f"Cannot tell the feature width of {type(encoder).__name__}: its last layer "
+        f"({depths.layer_path}.{len(depths.layers) - 1}) has no Linear or convolution."
     )
 
 
@@ -327,7 +327,7 @@ class MultimodalModel(PreTrainedModel):
         self._depths = {
             m: _EncoderDepths(enc, config.num_depth_groups, config.layer_paths.get(m)) for m, enc in encoders.items()
         }
-        dims = {m: _feature_dim(enc, self._depths[m].layer_path, self._depths[m].layers) for m, enc in encoders.items()}
+        dims = {m: _feature_dim(enc, self._depths[m]) for m, enc in encoders.items()}
         self.fusion = FUSION_CLASSES[config.fusion](config, dims)
         self.probes = nn.ModuleDict({m: nn.Linear(d, config.num_labels) for m, d in dims.items()})
         # The auxiliary pass's replayed layers and unit masks while it runs (see `_altered`).

@@ -5,6 +5,7 @@ as remote code with only transformers)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 import transformers as T
 from test_remote_code import _without_aim_hf
-from tiny import ENCODER_CONFIGS, IMAGE_SIZE, NUM_LABELS, WORDS, tiny_args
+from tiny import IMAGE_SIZE, NUM_LABELS, WORDS, tiny_args
 from torch.utils.data import default_collate
 from transformers import AutoModel
 
@@ -208,9 +209,10 @@ def _rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _logits(model: MultimodalModel, batch: dict[str, Any]) -> torch.Tensor:
+def _eval(model: MultimodalModel, batch: dict[str, Any]):
+    """The model's output on the batch's inputs, in eval mode, without gradients."""
     with torch.no_grad():
-        return model.eval()(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        return model.eval()(**{k: v for k, v in batch.items() if k != "labels"})
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -222,8 +224,7 @@ def test_family_builds_trains_aim_and_reloads(name, encoder_paths, tmp_path):
     modality = FAMILIES[name].modality
     model = _build(name, _save_family(name, tmp_path), encoder_paths)
     batch = _batch(name, BATCH, seed=1)
-    with torch.no_grad():
-        features = model.eval()(**{k: v for k, v in batch.items() if k != "labels"}).depth_features[modality]
+    features = _eval(model, batch).depth_features[modality]
     assert len(features) == len(model.depth_groups(modality)) > 1
     assert features[-1].shape == (BATCH, model.probes[modality].in_features)
     assert model.unit_modules(modality)[0], f"{name}: AIM finds no units to mask"
@@ -239,16 +240,16 @@ def test_family_builds_trains_aim_and_reloads(name, encoder_paths, tmp_path):
     logs = [log for log in trainer.state.log_history if "loss" in log]
     assert "aim/aux_loss" in logs[-1], f"{name}: AIM's auxiliary pass never ran"
     assert logs[-1][f"aim/masked_fraction/{modality}"] > 0, f"{name}: the auxiliary pass masked none of its units"
-    assert trainer.modulation.prototypes[modality], f"{name}: no learned prototypes"
+    assert math.isfinite(logs[-1]["aim/prototype_loss"]), f"{name}: the learned prototypes did not decode"
     changed = [n for n, p in model.encoders[modality].named_parameters() if not torch.equal(p, before[n])]
     assert changed, f"{name}: the encoder did not train"
 
-    expected = _logits(model, batch)
+    expected = _eval(model, batch).logits
     model.save_pretrained(tmp_path / "model")
     reloaded = MultimodalModel.from_pretrained(tmp_path / "model")
     torch.testing.assert_close(reloaded.state_dict(), model.state_dict(), rtol=0, atol=0)
-    # Float tolerance: a trained conv weight's memory layout (not saved) can change the kernels' summation order.
-    torch.testing.assert_close(_logits(reloaded, batch), expected)
+    # Equal weights, yet float tolerance: the reloaded model's kernels can sum in another order (MobileNetV1).
+    torch.testing.assert_close(_eval(reloaded, batch).logits, expected)
 
 
 # Run with only transformers (aim_hf blocked): each saved model as remote code, on its batch.
@@ -274,7 +275,7 @@ def test_every_family_loads_as_remote_code(encoder_paths, tmp_path):
         batch = {k: v for k, v in _batch(name, 2, seed=1).items() if k != "labels"}
         model.save_pretrained(tmp_path / name)
         runs[name] = (str(tmp_path / name), batch)
-        expected[name] = _logits(model, batch)
+        expected[name] = _eval(model, batch).logits
     torch.save(runs, tmp_path / "runs.pt")
     _without_aim_hf(LOAD_EACH, str(tmp_path / "runs.pt"), str(tmp_path / "logits.pt"), cwd=tmp_path)
     loaded = torch.load(tmp_path / "logits.pt")

@@ -382,9 +382,9 @@ class AIM(Modulation):
         for m in self.modalities:
             with torch.no_grad():
                 outputs = model.depth_outputs(m, inputs[m])
+            shapes = [self._prototype_shape(model, m, d, output, inputs[m]) for d, output in enumerate(outputs)]
             prototypes[m] = [
-                torch.randn(self._prototype_shape(model, m, d, output, inputs[m]), generator=generator).to(output.device)
-                for d, output in enumerate(outputs)
+                torch.randn(shape, generator=generator).to(output.device) for shape, output in zip(shapes, outputs)
             ]
         return prototypes
 
