@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+import transformers
+from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration import MultimodalConfig
@@ -226,23 +227,56 @@ def _zero_token_embeddings(encoder: nn.Module) -> list[str]:
     ]
 
 
+def tower_class(config: Any) -> type[PreTrainedModel] | None:
+    """For a config that `AutoModel` does not map, such as a dual encoder's tower (CLAP's
+    `ClapAudioConfig`), the transformers model class named after it (`ClapAudioModel`); None where
+    `AutoModel` maps the config or transformers has no such class."""
+    if type(config) in MODEL_MAPPING:
+        return None
+    cls = getattr(transformers, type(config).__name__.removesuffix("Config") + "Model", None)
+    return cls if isinstance(cls, type) and issubclass(cls, PreTrainedModel) else None
+
+
+def _encoder_of(model: PreTrainedModel) -> PreTrainedModel:
+    """The encoder of an encoder-decoder model (Whisper; T5 too when its config, as a saved
+    `T5EncoderModel`'s, does not say it is one), else `model`."""
+    if getattr(model.config, "is_encoder_decoder", False) or isinstance(getattr(model, "decoder", None), nn.Module):
+        return model.get_encoder()
+    return model
+
+
 def build_encoder(config: Any) -> PreTrainedModel:
-    """An encoder from its config with the Auto classes; encoder-decoder models (Whisper) keep
-    only their encoder."""
-    model = AutoModel.from_config(config)
-    return model.get_encoder() if getattr(config, "is_encoder_decoder", False) else model
+    """An encoder from its config with the Auto classes (or its [`tower_class`]); encoder-decoder
+    models (Whisper, T5) keep only their encoder."""
+    tower = tower_class(config)
+    return _encoder_of(tower._from_config(config) if tower is not None else AutoModel.from_config(config))
 
 
-def _feature_dim(encoder: nn.Module, layers: nn.ModuleList) -> int:
-    """Width of the last layer's output: `hidden_size`, or for staged CNNs the last stage's channels."""
-    config = encoder.config
-    hidden_sizes = getattr(config, "hidden_sizes", None)
-    if hidden_sizes and len(hidden_sizes) == len(layers):
-        return hidden_sizes[-1]
-    for attr in ("hidden_size", "d_model", "dim"):
-        if isinstance(getattr(config, attr, None), int):
-            return getattr(config, attr)
-    raise ValueError(f"Cannot tell the feature width of {type(encoder).__name__}; it has no hidden_size.")
+def load_pretrained_encoder(name: str, **kwargs: Any) -> PreTrainedModel:
+    """`AutoModel.from_pretrained(name, **kwargs)`, or for a saved tower that `AutoModel` does not map
+    (a `ClapAudioModel`) its [`tower_class`]; of an encoder-decoder model (Whisper, T5) the encoder."""
+    try:
+        model = AutoModel.from_pretrained(name, **kwargs)
+    except ValueError:
+        tower = tower_class(AutoConfig.from_pretrained(name, return_unused_kwargs=True, **kwargs)[0])
+        if tower is None:
+            raise
+        model = tower.from_pretrained(name, **kwargs)
+    return _encoder_of(model)
+
+
+def _feature_dim(encoder: nn.Module, depths: _EncoderDepths) -> int:
+    """Width of the last layer's output, read from the layer itself rather than from a config field
+    that some families lack (MobileNets, EfficientNet, MobileViT): the output width of its last
+    Linear / convolution (a transformer block's output projection, a CNN block's last convolution)."""
+    for module in reversed(list(depths.layers[-1].modules())):
+        for attr in ("out_features", "out_channels", "nf"):  # nf: transformers' GPT-2 style Conv1D
+            if isinstance(getattr(module, attr, None), int):
+                return getattr(module, attr)
+    raise ValueError(
+        f"Cannot tell the feature width of {type(encoder).__name__}: its last layer "
+        f"({depths.layer_path}.{len(depths.layers) - 1}) has no Linear or convolution."
+    )
 
 
 class MultimodalModel(PreTrainedModel):
@@ -293,7 +327,7 @@ class MultimodalModel(PreTrainedModel):
         self._depths = {
             m: _EncoderDepths(enc, config.num_depth_groups, config.layer_paths.get(m)) for m, enc in encoders.items()
         }
-        dims = {m: _feature_dim(enc, self._depths[m].layers) for m, enc in encoders.items()}
+        dims = {m: _feature_dim(enc, self._depths[m]) for m, enc in encoders.items()}
         self.fusion = FUSION_CLASSES[config.fusion](config, dims)
         self.probes = nn.ModuleDict({m: nn.Linear(d, config.num_labels) for m, d in dims.items()})
         # The auxiliary pass's replayed layers and unit masks while it runs (see `_altered`).
@@ -331,7 +365,8 @@ class MultimodalModel(PreTrainedModel):
             encoders: modality name -> Hub model id, local path, or an already loaded model (a
                 `PreTrainedModel`, or one wrapped by PEFT: `peft.get_peft_model(encoder, LoraConfig(...))`,
                 without a `task_type`). Ids and paths are loaded with `AutoModel.from_pretrained` (for an
-                encoder-decoder model such as Whisper, its encoder is kept).
+                encoder-decoder model such as Whisper, its encoder is kept; a tower AutoModel does not
+                map, such as a saved `ClapAudioModel`, by its own class).
             num_labels: number of classes (or give `id2label`).
             fusion: `"concat"`, `"sum"`, `"gated"` or `"film"`.
             freeze: modality -> number of leading layers to freeze with the embeddings; -1 freezes
@@ -346,14 +381,12 @@ class MultimodalModel(PreTrainedModel):
         for m, enc in encoders.items():
             if isinstance(enc, str):
                 try:
-                    enc = AutoModel.from_pretrained(enc, **encoder_kwargs.get(m, {}))
+                    enc = load_pretrained_encoder(enc, **encoder_kwargs.get(m, {}))
                 except (OSError, ValueError) as err:
                     raise ValueError(
                         f"Could not load the {m!r} encoder from {enc!r}: {err}\nGive a Hub model id or a "
                         "local folder that AutoModel.from_pretrained can load."
                     ) from err
-                if getattr(enc.config, "is_encoder_decoder", False):
-                    enc = enc.get_encoder()
             elif not isinstance(getattr(enc, "get_base_model", lambda: enc)(), PreTrainedModel):
                 raise TypeError(
                     f"Encoder {m!r} must be a model id, a path, a PreTrainedModel or a PEFT model around one, got {type(enc)}."
@@ -591,15 +624,23 @@ class MultimodalModel(PreTrainedModel):
         self, modality: str, depth: int, hidden: torch.Tensor, inputs: Mapping[str, Any]
     ) -> torch.Tensor:
         """Pooled final feature of `modality` when the output of depth group `depth` is `hidden`: the
-        layers after that group run on it, the earlier ones are replayed (not computed). `inputs`
+        layers after that group run on it, the earlier ones are replayed (not computed; of layers that
+        return a tuple, the rest of the tuple comes from one no-grad run on `inputs`). `inputs`
         only drive the encoder's call (its embeddings run, their output is unused) and its masks:
-        they must fit `hidden`'s batch and length. Used by AIM to decode learned prototypes."""
+        they must fit `hidden`'s batch (and, where the layers get more than the hidden state from
+        the previous one, such as a position bias or a Swin stage's grid, its length). Used by AIM to
+        decode learned prototypes."""
         depths = self._depths[modality]
         if depth == len(depths.groups) - 1:
             return self._pool(modality, hidden, inputs)
         if depths.tensor_outputs is None:
             raise RuntimeError(f"encode_from_depth({modality!r}) needs one normal forward of the model first.")
-        replayed = hidden if depths.tensor_outputs else (hidden,)
+        replayed = hidden
+        if not depths.tensor_outputs:
+            # The rest of the layer's output (a position bias, a Swin stage's grid) as these inputs give it.
+            with torch.no_grad():
+                _, store = self._encode(modality, inputs)
+            replayed = (hidden, *store[depth][1:])
         return self._run_replayed(modality, inputs, depths.groups[depth][-1] + 1, replayed)
 
     def forward(

@@ -13,6 +13,7 @@ from typing import Any
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
 from .model_card import hub_id
+from .modeling import load_pretrained_encoder, tower_class
 from .processing import _LOADERS
 
 # The sub-config of a dual-encoder checkpoint that describes the tower of each kind of input.
@@ -44,13 +45,17 @@ def load_processor(name: str, modality: str) -> Any:
 def load_encoder(name: str, kind: str) -> PreTrainedModel:
     """The encoder `name` (Hub id or folder) for inputs of `kind` (`"image"`, `"audio"`, `"text"`, as
     `processor_kind` names its processor's): of a dual-encoder checkpoint the matching tower (e.g.
-    `CLIPVisionModel` for images), of an encoder-decoder model (Whisper) its encoder."""
+    `CLIPVisionModel` for images), of an encoder-decoder model (Whisper, T5) its encoder."""
     config = AutoConfig.from_pretrained(name)
     tower = getattr(config, _TOWERS[kind], None)
+    if tower is not None and tower_class(tower) is not None:
+        # A tower AutoModel does not map (CLAP's audio) is taken out of the whole model: loaded alone,
+        # its weights' names would miss the dual model's prefix and it would start random.
+        model = AutoModel.from_pretrained(name)
+        return next(m for m in model.children() if isinstance(m, PreTrainedModel) and type(m.config) is type(tower))
     if tower is not None:
         return AutoModel.from_pretrained(name, config=tower)
-    model = AutoModel.from_pretrained(name)
-    return model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model
+    return load_pretrained_encoder(name)
 
 
 __all__ = ["check_name_or_path", "load_encoder", "load_processor"]

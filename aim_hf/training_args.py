@@ -95,7 +95,7 @@ class AIMConfig(TrainingArguments):
         default=2,
         metadata={
             "help": "AIM (DAP, learned): tokens of a prototype at a transformer depth; side of its square map at a "
-            "convolutional stage."
+            "convolutional stage (uncut where the encoder's later layers cannot run on that shape)."
         },
     )
     aim_prototype_every: int = field(

@@ -375,21 +375,35 @@ class AIM(Modulation):
     def _init_prototypes(
         self, model: MultimodalModel, inputs: dict[str, dict[str, Any]]
     ) -> dict[str, list[torch.Tensor]]:
-        """Standard-normal prototypes, one per class, shaped like each depth's output with the token
-        axis cut to `aim_prototype_tokens` (a conv stage: a square map of that side), drawn from a
+        """Standard-normal prototypes, one per class, shaped by `_prototype_shape`, drawn from a
         generator seeded with `args.seed`."""
         generator = torch.Generator().manual_seed(self.args.seed)
-        k, t = self.num_labels, self.args.aim_prototype_tokens
         prototypes = {}
         for m in self.modalities:
             with torch.no_grad():
                 outputs = model.depth_outputs(m, inputs[m])
-            prototypes[m] = []
-            for output in outputs:
-                shape = output.shape[1:]
-                shape = (shape[0], t, t) if len(shape) == 3 else (t, shape[1]) if len(shape) == 2 else tuple(shape)
-                prototypes[m].append(torch.randn((k, *shape), generator=generator).to(output.device))
+            shapes = [self._prototype_shape(model, m, d, output, inputs[m]) for d, output in enumerate(outputs)]
+            prototypes[m] = [
+                torch.randn(shape, generator=generator).to(output.device) for shape, output in zip(shapes, outputs)
+            ]
         return prototypes
+
+    def _prototype_shape(
+        self, model: MultimodalModel, modality: str, depth: int, output: torch.Tensor, inputs: dict[str, Any]
+    ) -> tuple[int, ...]:
+        """The shape of `depth`'s prototypes: its output's (`num_labels` of them) with the token axis
+        cut to `aim_prototype_tokens` (a conv stage: a square map of that side), unless the rest of
+        the encoder cannot decode that (layers sized by the inputs' length or grid, as WavLM's
+        position bias or Swin's windows; unpadded strided convolutions, as EfficientNet's, that a
+        small map runs out of): then uncut."""
+        shape, t = tuple(output.shape), self.args.aim_prototype_tokens
+        cut = (shape[0], shape[1], t, t) if len(shape) == 4 else (shape[0], t, shape[2]) if len(shape) == 3 else shape
+        try:
+            with torch.no_grad():
+                model.encode_from_depth(modality, depth, output.new_zeros(cut), inputs)
+        except RuntimeError:
+            return shape
+        return cut
 
     def _prototype_loss(
         self, model: MultimodalModel, prototypes: dict[str, list[torch.Tensor]], inputs: dict[str, dict[str, Any]]
