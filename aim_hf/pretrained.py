@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers.utils import CONFIG_NAME
 
 from .model_card import hub_id
 from .processing import _LOADERS
@@ -24,6 +25,34 @@ def check_name_or_path(what: str, name: str | None, local: str = "folder") -> No
     existing local `local` (folder, file) nor a Hub id, before anything is loaded or downloaded."""
     if name and not os.path.exists(name) and hub_id(name) is None:
         raise ValueError(f"{what} {name!r} not found: no such {local} and not a Hub id.")
+
+
+def find_pretrained(what: str, name: str) -> None:
+    """Make sure the encoder `name` (what the message calls `what`, e.g. "the 'vision' encoder") can
+    be loaded, before any loader tries the Hub file by file (each with minutes of retries when the
+    Hub cannot be reached): a local folder, a Hub repo in the local cache, or a Hub repo that
+    exists. One request decides; offline (`HF_HUB_OFFLINE`) none is made. A ValueError names the
+    cause: no such folder or repo, or the Hub out of reach."""
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    check_name_or_path(what, name)
+    if os.path.exists(name) or isinstance(try_to_load_from_cache(name, CONFIG_NAME), str):
+        return
+    unreachable = f"{what} {name!r}: no local folder of that name, and cannot reach the Hub (offline?)"
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(f"{unreachable}: HF_HUB_OFFLINE is set and the local cache does not hold it.")
+    try:
+        model_info(name)
+    except GatedRepoError:
+        return  # it exists; the loader says what access it needs
+    except RepositoryNotFoundError as err:
+        raise ValueError(f"{what} not found: no local folder {name!r} and no Hub repo of that name.") from err
+    except HfHubHTTPError:
+        return  # the Hub answered: the loader reports its own error
+    except Exception as err:  # connection refused, DNS, timeout, proxy: the Hub is out of reach
+        cause = " ".join(f"{type(err).__name__}: {err}".split())
+        raise ValueError(f"{unreachable} at {constants.ENDPOINT}: {cause}.") from err
 
 
 def load_processor(name: str, modality: str) -> Any:
@@ -53,4 +82,4 @@ def load_encoder(name: str, kind: str) -> PreTrainedModel:
     return model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model
 
 
-__all__ = ["check_name_or_path", "load_encoder", "load_processor"]
+__all__ = ["check_name_or_path", "find_pretrained", "load_encoder", "load_processor"]
