@@ -38,7 +38,9 @@ if TYPE_CHECKING:
     from aim_hf.trainer import AIMTrainer
 
 TRAIN_USAGE = "aim-hf train [CONFIG.yaml|CONFIG.json] [--option value ...] [--debug]"
-EVALUATE_USAGE = "aim-hf evaluate MODEL_DIR [--split test|validation] [--output_json PATH] [--option value ...] [--debug]"
+EVALUATE_USAGE = (
+    "aim-hf evaluate MODEL_DIR [--split test|validation] [--output_json PATH] [--option value ...] [--debug]"
+)
 USAGE = f"""usage: aim-hf COMMAND [...]
 
 commands:
@@ -347,7 +349,10 @@ def _choose_split(eval_args: EvaluateArguments, data: DatasetDict) -> str:
 
 
 def _own_evaluation_split(
-    model: MultimodalModel, processor: MultimodalProcessor, eval_args: EvaluateArguments, data_args: EvaluationDataArguments
+    model: MultimodalModel,
+    processor: MultimodalProcessor,
+    eval_args: EvaluateArguments,
+    data_args: EvaluationDataArguments,
 ) -> Dataset:
     """The split of `--dataset_name` to evaluate on ([`_choose_split`]), its labels checked against the
     model's classes."""
@@ -452,9 +457,8 @@ def prepare_output_dir(args: AIMConfig, overwrite: bool = False) -> None:
     newest complete checkpoint in `output_dir`, a path must be a complete checkpoint, `false` is
     None. Without a checkpoint to resume from, an `output_dir` that holds checkpoints is refused,
     unless `overwrite`: then the main process deletes them (a later `true` must not find them)."""
-    from transformers.trainer_utils import sort_checkpoints
-
     from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import sort_checkpoints
 
     from aim_hf.trainer import last_complete_checkpoint
 
@@ -507,7 +511,8 @@ def _check_push(args: AIMConfig) -> None:
     token = args.hub_token or get_token()
     if not token:
         raise ValueError(
-            "--push_to_hub needs a Hub token with write access: none is set (HF_TOKEN, `hf auth login`, or --hub_token)."
+            "--push_to_hub needs a Hub token with write access: none is set (HF_TOKEN, `hf auth login`, or "
+            "--hub_token)."
         )
     try:
         whoami(token=token)
@@ -565,9 +570,9 @@ def _embedded_parts(
     """The encoders, processors, splits and class names of a run on the embedded AV-digits data."""
     from aim_hf.pretrained import find_pretrained
 
-    for option, name in (("--vision_encoder", model_args.vision_encoder), ("--audio_encoder", model_args.audio_encoder)):
+    for modality, name in (("vision", model_args.vision_encoder), ("audio", model_args.audio_encoder)):
         if name:
-            find_pretrained(option, name)
+            find_pretrained(f"--{modality}_encoder", name)
     encoders = av_digits_encoders(
         vision=model_args.vision_encoder,
         audio=model_args.audio_encoder,

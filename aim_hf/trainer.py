@@ -11,9 +11,8 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.utils import CONFIG_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, sort_checkpoints
-from transformers.utils import logging
+from transformers.utils import CONFIG_NAME, logging
 
 from .collator import MultimodalCollator, MultimodalProcessor
 from .learning_rates import mapped_learning_rates

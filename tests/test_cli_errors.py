@@ -79,7 +79,8 @@ def test_encoder_neither_folder_nor_hub_repo_and_hub_out_of_reach(csv_file, tmp_
         asked = [(method, path) for method, path, _ in hub.requests if "enc/vitt" in path]
         url = hub.url
     assert code == 2
-    assert one_line_error(err) == "the 'vision' encoder not found: no local folder 'enc/vitt' and no Hub repo of that name."
+    message = "the 'vision' encoder not found: no local folder 'enc/vitt' and no Hub repo of that name."
+    assert one_line_error(err) == message
     assert asked == [("GET", "/api/models/enc/vitt")]
     assert push_code == 2 and one_line_error(push_err).startswith("--push_to_hub needs a Hub token with write access")
     assert bad_code == 2 and one_line_error(bad_err) == f"--push_to_hub: the Hub at {url} refuses the token (HTTP 401)."
@@ -92,7 +93,8 @@ def test_encoder_neither_folder_nor_hub_repo_and_hub_out_of_reach(csv_file, tmp_
     )
     assert code == 2 and seconds < 10
     assert one_line_error(err).startswith(
-        f"the 'vision' encoder 'enc/vitt': no local folder of that name, and cannot reach the Hub (offline?) at {closed}: "
+        f"the 'vision' encoder 'enc/vitt': no local folder of that name, and cannot reach the Hub (offline?) at "
+        f"{closed}: "
     )
     assert push_code == 2 and push_seconds < 10
     assert one_line_error(push_err).startswith(f"--push_to_hub: cannot reach the Hub at {closed} (offline?): ")
@@ -121,7 +123,8 @@ def test_missing_data_file_and_offline_push(cli_data, tmp_path, capsys, monkeypa
     assert main(["train", "--dataset_name", "trian.csv", "--encoders", encoders, *FAST]) == 2
     assert one_line_error(capsys.readouterr().err) == "--dataset_name 'trian.csv': no such file."
     assert main(["train", "--push_to_hub", "true", "--hub_model_id", "aim-user/model", *FAST]) == 2
-    assert one_line_error(capsys.readouterr().err) == "--push_to_hub: cannot reach the Hub, HF_HUB_OFFLINE is set (offline)."
+    offline = "--push_to_hub: cannot reach the Hub, HF_HUB_OFFLINE is set (offline)."
+    assert one_line_error(capsys.readouterr().err) == offline
     assert os.listdir(tmp_path) == []  # nothing was trained or written
 
 

@@ -193,6 +193,9 @@ def test_resume_true_takes_the_newest_complete_checkpoint_and_overwrite_deletes_
     (out / "checkpoint-12").mkdir()  # a save that was interrupted
     *_, args = parse_train_args(["--output_dir", str(out), "--resume_from_checkpoint", "True"])
     assert args.resume_from_checkpoint == str(newest)
+    (tmp_path / "run.yaml").write_text(f"output_dir: {out}\nresume_from_checkpoint: true\n")  # a YAML bool
+    *_, args = parse_train_args([str(tmp_path / "run.yaml")])
+    assert args.resume_from_checkpoint == str(newest)
     *_, args = parse_train_args(["--output_dir", str(out), "--overwrite_output_dir"])
     assert args.resume_from_checkpoint is None
     assert not any(p.name.startswith("checkpoint-") for p in out.iterdir())
