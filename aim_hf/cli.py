@@ -596,16 +596,18 @@ def _own_data_parts(
     from aim_hf.pretrained import find_pretrained, load_encoder, load_processor
     from aim_hf.processing import MultimodalProcessor
 
-    for modality, name in model_args.encoders.items():
-        find_pretrained(f"the {modality!r} encoder", name)
-    processor = MultimodalProcessor({m: load_processor(name, m) for m, name in model_args.encoders.items()})
+    # Where the Hub is out of reach, an encoder in the cache loads from there without asking the Hub.
+    cache_only = {m: find_pretrained(f"the {m!r} encoder", name) for m, name in model_args.encoders.items()}
+    processor = MultimodalProcessor(
+        {m: load_processor(name, m, cache_only[m]) for m, name in model_args.encoders.items()}
+    )
     with training_args.main_process_first(desc="loading the dataset"):  # one process fills the datasets cache
         data, names = _load_own_data(processor, data_args)
     for split in ("validation", "test"):
         if split in data:
             data[split] = _subset(data[split], data_args.max_eval_samples)
     set_seed(training_args.seed)  # the heads are initialised with the encoders
-    encoders = {m: load_encoder(name, processor.kinds[m]) for m, name in model_args.encoders.items()}
+    encoders = {m: load_encoder(name, processor.kinds[m], cache_only[m]) for m, name in model_args.encoders.items()}
     return encoders, processor, data, names
 
 

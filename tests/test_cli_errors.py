@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from test_hub import _free_port
@@ -98,6 +100,25 @@ def test_encoder_neither_folder_nor_hub_repo_and_hub_out_of_reach(csv_file, tmp_
     )
     assert push_code == 2 and push_seconds < 10
     assert one_line_error(push_err).startswith(f"--push_to_hub: cannot reach the Hub at {closed} (offline?): ")
+
+
+def test_cached_encoders_load_at_once_when_the_hub_is_out_of_reach(cli_data, tmp_path):
+    """Encoders downloaded before, the Hub now out of reach: trained from the cache, without asking the
+    Hub for every optional file (each with seconds of retries: minutes in all)."""
+    home, revision = tmp_path / "home", "0" * 40
+    encoders = json.loads(cli_data[cli_data.index("--encoders") + 1])
+    for modality, folder in encoders.items():  # the cache as a download leaves it
+        repo = home / "hub" / f"models--aim-user--tiny-{modality}"
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text(revision)
+        shutil.copytree(folder, repo / "snapshots" / revision)
+    hub_ids = json.dumps({m: f"aim-user/tiny-{m}" for m in encoders})
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{_free_port()}", "HF_HOME": str(home)}
+    argv = ["train", cli_data[0], cli_data[1], "--encoders", hub_ids, "--output_dir", str(tmp_path / "out"), *FAST]
+    [(code, err, seconds)] = run_commands(env, [argv])
+    assert code == 0, err[-3000:]
+    assert seconds < 60 and (tmp_path / "out" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["modality_order"] == list(encoders)
 
 
 @pytest.mark.parametrize("option", ["--vision_encoder", "--encoders"])
