@@ -38,7 +38,9 @@ if TYPE_CHECKING:
     from aim_hf.trainer import AIMTrainer
 
 TRAIN_USAGE = "aim-hf train [CONFIG.yaml|CONFIG.json] [--option value ...] [--debug]"
-EVALUATE_USAGE = "aim-hf evaluate MODEL_DIR [--split test] [--output_json PATH] [--option value ...] [--debug]"
+EVALUATE_USAGE = (
+    "aim-hf evaluate MODEL_DIR [--split test|validation] [--output_json PATH] [--option value ...] [--debug]"
+)
 USAGE = f"""usage: aim-hf COMMAND [...]
 
 commands:
@@ -49,6 +51,8 @@ commands:
             alone, Shapley value) on a split of the embedded data or your own (--dataset_name)
             ({EVALUATE_USAGE}; `aim-hf evaluate --help` lists its options)"""
 DEBUG_ENV = "AIM_HF_DEBUG"
+# A --dataset_name ending so names a data file.
+DATA_FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".arrow", ".txt")
 
 # Defaults of the command that differ from AIMConfig's: sized for the embedded data and small encoders.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -59,7 +63,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 128,
     "eval_strategy": "epoch",
-    "save_strategy": "no",
+    "save_strategy": "epoch",  # an interrupted run resumes from its last epoch (--resume_from_checkpoint true)
+    "save_total_limit": 2,
     "logging_steps": 20,
     "report_to": "none",
     "seed": 0,
@@ -213,6 +218,19 @@ class DataArguments(OwnDataArguments, DatasetArguments):
     )
 
 
+@dataclass
+class OutputArguments:
+    """What the command does with an --output_dir that already holds checkpoints."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Delete the checkpoints already in --output_dir and train from scratch. Without it, an "
+            "--output_dir that holds checkpoints is refused unless --resume_from_checkpoint is given."
+        },
+    )
+
+
 def _subset(dataset: Any, limit: int | None) -> Any:
     return dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
 
@@ -241,7 +259,7 @@ def build_parser() -> HfArgumentParser:
     """The `aim-hf train` parser: no abbreviated options, and the help shows the model, data and
     modulation options first, each in its titled group, then `TrainingArguments`' own."""
     parser = HfArgumentParser(
-        (ModelArguments, DataArguments, AIMConfig),
+        (ModelArguments, DataArguments, AIMConfig, OutputArguments),
         prog="aim-hf train",
         usage=TRAIN_USAGE,
         description="A YAML/JSON file gives options too; options on the command line override the file's. "
@@ -249,14 +267,16 @@ def build_parser() -> HfArgumentParser:
         allow_abbrev=False,  # `--learning_rat` must not pass as `--learning_rate`
     )
     parser.set_defaults(**TRAIN_DEFAULTS)
-    # learning_rate_mapping is AIMConfig's but belongs beside learning_rate.
-    trainer_own = {f.name for f in fields(TrainingArguments)} | {"learning_rate_mapping"}
+    # learning_rate_mapping is AIMConfig's but belongs beside learning_rate; overwrite_output_dir beside output_dir.
+    trainer_own = {f.name for f in fields(TrainingArguments)} | {"learning_rate_mapping", "overwrite_output_dir"}
     groups = [
         ("model", ModelArguments.__doc__, {f.name for f in fields(ModelArguments)}),
         ("data", DataArguments.__doc__, {f.name for f in fields(DataArguments)}),
         ("modulation", "The balanced-learning method and its hyperparameters (AIMConfig).",
          {f.name for f in fields(AIMConfig)} - trainer_own),
-        ("training", "transformers.TrainingArguments, and learning_rate_mapping.", trainer_own),
+        ("training", "transformers.TrainingArguments, learning_rate_mapping and overwrite_output_dir. Checkpoints: "
+         "every epoch by default, the last 2 kept (--save_total_limit); --save_steps N alone saves every N steps "
+         "instead; --resume_from_checkpoint true resumes from the newest one in --output_dir.", trainer_own),
     ]  # fmt: skip
     # HfArgumentParser puts every option in one group; regroup them by field (a bool's --no_x too).
     actions = [a for a in parser._optionals._group_actions if a.dest != "help"]
@@ -271,7 +291,10 @@ def build_parser() -> HfArgumentParser:
 class EvaluateArguments:
     """What `aim-hf evaluate` reports on, and where."""
 
-    split: str = field(default="test", metadata={"help": "The split to evaluate on: 'validation' or 'test'."})
+    split: str | None = field(
+        default=None,
+        metadata={"help": "The split to evaluate on: 'validation' or 'test' (default: test, else validation)."},
+    )
     output_json: str | None = field(
         default=None, metadata={"help": "Write the JSON report there (default: print it after the table)."}
     )
@@ -306,7 +329,7 @@ def parse_evaluate_args(argv: list[str]) -> tuple[str, EvaluateArguments, Evalua
     eval_args, data_args, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if unknown:
         raise ValueError(f"unknown options {unknown} (options are not abbreviated); see `aim-hf evaluate --help`.")
-    if eval_args.split not in ("validation", "test"):
+    if eval_args.split not in (None, "validation", "test"):
         raise ValueError(f"--split must be 'validation' or 'test', got {eval_args.split!r}.")
     if not data_args.dataset_name:
         check_setting(data_args)
@@ -317,7 +340,8 @@ def prepare_evaluation(
     model_dir: str, eval_args: EvaluateArguments, data_args: EvaluationDataArguments
 ) -> tuple[MultimodalModel, MultimodalProcessor, Dataset]:
     """The saved model (on the GPU when there is one) and processor, and the split to evaluate on, of
-    the embedded data or of `--dataset_name`."""
+    the embedded data or of `--dataset_name`. Without `--split`: test, else validation (said on the
+    console), written into `eval_args.split`."""
     import torch
 
     from aim_hf.modeling import MultimodalModel
@@ -326,21 +350,34 @@ def prepare_evaluation(
     model = MultimodalModel.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
     processor = MultimodalProcessor.from_pretrained(model_dir)
     if data_args.dataset_name:
-        return model, processor, _own_evaluation_split(model, processor, eval_args.split, data_args)
+        return model, processor, _own_evaluation_split(model, processor, eval_args, data_args)
     if list(model.modalities) != list(MODALITIES):
         raise ValueError(
             f"{model_dir} holds a model over {model.modalities}; the embedded data has {MODALITIES}: give "
             "--dataset_name (and --modality_columns) for the data it was trained on."
         )
     data = load_data(data_args, model.config.encoder_configs["audio"].num_mel_bins)
-    return model, processor, data[eval_args.split]
+    return model, processor, data[_choose_split(eval_args, data)]
+
+
+def _choose_split(eval_args: EvaluateArguments, data: DatasetDict) -> str:
+    """`--split`, or where it is not given the test split, else the validation split (and say which)."""
+    if eval_args.split is None:
+        eval_args.split = next((s for s in ("test", "validation") if s in data), "test")
+        print(f"No --split given: evaluating on the {eval_args.split!r} split (its splits: {list(data)}).")
+    return eval_args.split
 
 
 def _own_evaluation_split(
-    model: MultimodalModel, processor: MultimodalProcessor, split: str, data_args: EvaluationDataArguments
+    model: MultimodalModel,
+    processor: MultimodalProcessor,
+    eval_args: EvaluateArguments,
+    data_args: EvaluationDataArguments,
 ) -> Dataset:
-    """`split` of `--dataset_name`, its labels checked against the model's classes."""
+    """The split of `--dataset_name` to evaluate on ([`_choose_split`]), its labels checked against the
+    model's classes."""
     data, names = _load_own_data(processor, data_args)
+    split = _choose_split(eval_args, data)
     if split not in data:
         raise ValueError(f"{data_args.dataset_name!r} has no {split!r} split; its splits: {list(data)}.")
     model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -398,8 +435,12 @@ def evaluate_report(
 
 def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, AIMConfig]:
     """Parse `[CONFIG.yaml|CONFIG.json] [--option value ...]`: the file's values replace the defaults
-    and the options given on the command line replace the file's."""
+    and the options given on the command line replace the file's. `--save_steps N` without
+    `--save_strategy` saves every N steps. Checks the options before anything is loaded, the
+    checkpoints of `--output_dir` among them (see [`prepare_output_dir`]), and `--push_to_hub`'s
+    token and Hub."""
     parser = build_parser()
+    values: dict[str, Any] = {}
     if argv and Path(argv[0]).suffix in (".yaml", ".yml", ".json"):
         text = Path(argv[0]).read_text()
         if Path(argv[0]).suffix == ".json":
@@ -414,7 +455,10 @@ def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, AI
             raise ValueError(f"{argv[0]} sets unknown options {unknown}; see `aim-hf train --help`.")
         parser.set_defaults(**values)
         argv = argv[1:]
-    model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
+    given = set(values) | {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+    if "save_steps" in given and "save_strategy" not in given:
+        parser.set_defaults(save_strategy="steps")
+    model_args, data_args, training_args, output_args, unknown = parser.parse_args_into_dataclasses(
         args=argv, return_remaining_strings=True
     )
     if unknown:
@@ -423,7 +467,81 @@ def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, AI
         _check_embedded_job(model_args, data_args)
     else:
         _check_own_data_job(model_args, data_args)
+    prepare_output_dir(training_args, output_args.overwrite_output_dir)
+    _check_push(training_args)
     return model_args, data_args, training_args
+
+
+def prepare_output_dir(args: AIMConfig, overwrite: bool = False) -> None:
+    """Settle `args.resume_from_checkpoint` before anything is loaded: `true` (any case) becomes the
+    newest complete checkpoint in `output_dir`, a path must be a complete checkpoint, `false` is
+    None. Without a checkpoint to resume from, an `output_dir` that holds checkpoints is refused,
+    unless `overwrite`: then the main process deletes them (a later `true` must not find them)."""
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import sort_checkpoints
+
+    from aim_hf.trainer import last_complete_checkpoint
+
+    resume = args.resume_from_checkpoint
+    if isinstance(resume, bool) or str(resume).lower() in ("true", "false"):
+        resume = str(resume).lower() == "true"
+    if resume is True:
+        try:
+            args.resume_from_checkpoint = last_complete_checkpoint(args.output_dir)
+        except ValueError:
+            raise ValueError(
+                f"--resume_from_checkpoint true: --output_dir {args.output_dir!r} holds no complete checkpoint "
+                "to resume from."
+            ) from None
+        return
+    if resume:
+        if not os.path.isdir(resume):
+            raise ValueError(f"--resume_from_checkpoint {resume!r}: no such folder.")
+        if not os.path.isfile(os.path.join(resume, TRAINER_STATE_NAME)):
+            raise ValueError(
+                f"--resume_from_checkpoint {resume!r} is not a complete checkpoint (no {TRAINER_STATE_NAME}: not a "
+                "checkpoint folder, or its save was interrupted)."
+            )
+        return
+    args.resume_from_checkpoint = None
+    checkpoints = sort_checkpoints(args.output_dir) if os.path.isdir(args.output_dir) else []
+    if checkpoints and not overwrite:
+        names = ", ".join(os.path.basename(c) for c in checkpoints)
+        raise ValueError(
+            f"--output_dir {args.output_dir!r} already holds checkpoints ({names}): resume with "
+            "--resume_from_checkpoint true, or give --overwrite_output_dir to delete them and train from scratch."
+        )
+    if checkpoints and args.should_save:
+        import shutil
+
+        for checkpoint in checkpoints:
+            shutil.rmtree(checkpoint)
+
+
+def _check_push(args: AIMConfig) -> None:
+    """`--push_to_hub` needs a token and a Hub that answers: checked with one request before anything
+    is loaded or trained (Trainer would otherwise fail on creating the repo, or after training)."""
+    if not args.push_to_hub:
+        return
+    from huggingface_hub import constants, get_token, whoami
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError("--push_to_hub: cannot reach the Hub, HF_HUB_OFFLINE is set (offline).")
+    token = args.hub_token or get_token()
+    if not token:
+        raise ValueError(
+            "--push_to_hub needs a Hub token with write access: none is set (HF_TOKEN, `hf auth login`, or "
+            "--hub_token)."
+        )
+    try:
+        whoami(token=token)
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        raise ValueError(f"--push_to_hub: the Hub at {constants.ENDPOINT} refuses the token (HTTP {status}).") from err
+    except Exception as err:  # connection refused, DNS, timeout, proxy
+        cause = " ".join(f"{type(err).__name__}: {err}".split())
+        raise ValueError(f"--push_to_hub: cannot reach the Hub at {constants.ENDPOINT} (offline?): {cause}.") from err
 
 
 def _check_embedded_job(model_args: ModelArguments, data_args: DataArguments) -> None:
@@ -442,7 +560,10 @@ def _check_embedded_job(model_args: ModelArguments, data_args: DataArguments) ->
 
 def _check_own_data_job(model_args: ModelArguments, data_args: DataArguments) -> None:
     """The options of a run on your own data, before anything is loaded or downloaded."""
-    check_name_or_path("--dataset_name", data_args.dataset_name, local="file or folder")
+    name = data_args.dataset_name
+    if Path(name).suffix.lower() in DATA_FILE_SUFFIXES and not os.path.exists(name):
+        raise ValueError(f"--dataset_name {name!r}: no such file.")  # a data file's name, never a Hub id
+    check_name_or_path("--dataset_name", name, local="file or folder")
     encoders = model_args.encoders
     if model_args.vision_encoder or model_args.audio_encoder:
         raise ValueError(
@@ -468,6 +589,11 @@ def _embedded_parts(
     model_args: ModelArguments, data_args: DataArguments, training_args: AIMConfig
 ) -> tuple[dict[str, PreTrainedModel], MultimodalProcessor, DatasetDict, list[str]]:
     """The encoders, processors, splits and class names of a run on the embedded AV-digits data."""
+    from aim_hf.pretrained import find_pretrained
+
+    for modality, name in (("vision", model_args.vision_encoder), ("audio", model_args.audio_encoder)):
+        if name:
+            find_pretrained(f"--{modality}_encoder", name)
     encoders = av_digits_encoders(
         vision=model_args.vision_encoder,
         audio=model_args.audio_encoder,
@@ -489,10 +615,14 @@ def _own_data_parts(
     from transformers import set_seed
 
     from aim_hf.data.checks import check_classes
-    from aim_hf.pretrained import load_encoder, load_processor
+    from aim_hf.pretrained import find_pretrained, load_encoder, load_processor
     from aim_hf.processing import MultimodalProcessor
 
-    processor = MultimodalProcessor({m: load_processor(name, m) for m, name in model_args.encoders.items()})
+    # Where the Hub is out of reach, an encoder in the cache loads from there without asking the Hub.
+    cache_only = {m: find_pretrained(f"the {m!r} encoder", name) for m, name in model_args.encoders.items()}
+    processor = MultimodalProcessor(
+        {m: load_processor(name, m, cache_only[m]) for m, name in model_args.encoders.items()}
+    )
     with training_args.main_process_first(desc="loading the dataset"):  # one process fills the datasets cache
         data, names = _load_own_data(processor, data_args, check=not data_args.skip_data_check)
     check_classes(data, names, data_args.label_column)
@@ -500,7 +630,7 @@ def _own_data_parts(
         if split in data:
             data[split] = _subset(data[split], data_args.max_eval_samples)
     set_seed(training_args.seed)  # the heads are initialised with the encoders
-    encoders = {m: load_encoder(name, processor.kinds[m]) for m, name in model_args.encoders.items()}
+    encoders = {m: load_encoder(name, processor.kinds[m], cache_only[m]) for m, name in model_args.encoders.items()}
     return encoders, processor, data, names
 
 
@@ -590,12 +720,13 @@ def train(
 
 
 def run(trainer: AIMTrainer, validation: Dataset, test: Dataset | None) -> dict[str, float]:
-    """Train a built trainer, evaluate it on `validation` and `test` (if any), save it; returns the metrics.
-    The console shows one compact line per log (`aim_hf.console`); the integrations get every key."""
+    """Train a built trainer (resuming from `args.resume_from_checkpoint`, as [`prepare_output_dir`]
+    settled it), evaluate it on `validation` and `test` (if any), save it; returns the metrics. The
+    console shows one compact line per log (`aim_hf.console`); the integrations get every key."""
     from aim_hf.console import use_compact_logs
 
     use_compact_logs(trainer)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
     metrics = trainer.evaluate(validation, metric_key_prefix="eval")
     if test is not None:
         metrics.update(trainer.evaluate(test, metric_key_prefix="test"))
@@ -621,11 +752,26 @@ def format_results(metrics: dict[str, float], modalities: tuple[str, ...] = MODA
 
 
 def _error(command: str, err: Exception, debug: bool) -> int:
-    """An error of the command line (options, files, encoders, model folder): one message, not a traceback."""
+    """Any error of a command (options, files, encoders, data, or one raised while training): one line
+    naming it, not a traceback. The messages of the checks are ValueErrors; other errors are named by
+    their type."""
     if debug:
         raise err
-    print(f"aim-hf {command}: error: {err}\n(--debug or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
+    message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+    message = " ".join(message.split())
+    print(f"aim-hf {command}: error: {message}\n(--debug or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
     return 2
+
+
+def _resume_hint(output_dir: str) -> str:
+    """How an interrupted run goes on: from the newest complete checkpoint in `output_dir`, if any."""
+    from aim_hf.trainer import last_complete_checkpoint
+
+    try:
+        checkpoint = last_complete_checkpoint(output_dir)
+    except ValueError:
+        return "No checkpoint was saved yet (see --save_strategy)."
+    return f"The same command with --resume_from_checkpoint true goes on from {checkpoint}."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -642,17 +788,22 @@ def main(argv: list[str] | None = None) -> int:
     if command == "evaluate":
         try:
             parsed = parse_evaluate_args(argv)
-            prepared = prepare_evaluation(*parsed)
-        except (ValueError, OSError, ImportError) as err:
+            evaluate_report(*parsed, *prepare_evaluation(*parsed))
+        except Exception as err:  # every error, one line (KeyboardInterrupt and --help's SystemExit pass)
             return _error(command, err, debug)
-        evaluate_report(*parsed, *prepared)
         return 0
     try:
         model_args, data_args, training_args = parse_train_args(argv)
-        built = build_trainer(model_args, data_args, training_args)
-    except (ValueError, OSError, ImportError) as err:
+    except Exception as err:  # every error, one line
         return _error(command, err, debug)
-    metrics = run(*built)
+    try:
+        built = build_trainer(model_args, data_args, training_args)
+        metrics = run(*built)
+    except KeyboardInterrupt:
+        print(f"aim-hf train: interrupted. {_resume_hint(training_args.output_dir)}", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line too, mid-training ones included (the collator's)
+        return _error(command, err, debug)
     if training_args.process_index == 0:
         data = data_args.dataset_name or "AV-digits"
         print(f"\n{data}, modulation={training_args.modulation!r}; model saved to {training_args.output_dir}")

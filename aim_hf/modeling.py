@@ -11,6 +11,7 @@ This file imports only torch/transformers and `configuration.py`, so it can trav
 
 from __future__ import annotations
 
+import os
 import types
 import warnings
 from collections.abc import Collection, Mapping
@@ -348,6 +349,17 @@ class MultimodalModel(PreTrainedModel):
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except ValueError as err:
             raise ValueError(f"Cannot load a MultimodalModel from {str(pretrained_model_name_or_path)!r}: {err}") from err
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`, the weight files given the mode of the config file:
+        safetensors writes them owner-only (600) whatever the umask, the other files follow it."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        config = os.path.join(save_directory, "config.json")
+        if os.path.isfile(config):
+            mode = os.stat(config).st_mode & 0o777
+            for name in os.listdir(save_directory):
+                if name.endswith(".safetensors"):
+                    os.chmod(os.path.join(save_directory, name), mode)
 
     @classmethod
     def from_encoders(

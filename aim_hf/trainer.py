@@ -12,7 +12,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, sort_checkpoints
-from transformers.utils import logging
+from transformers.utils import CONFIG_NAME, logging
 
 from .collator import MultimodalCollator, MultimodalProcessor
 from .learning_rates import mapped_learning_rates
@@ -242,7 +242,7 @@ class AIMTrainer(Trainer):
     # ----------------------------------------------------------------------- checkpoint state
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         # The modulation state goes in first: Trainer writes trainer_state.json after every other
-        # file, so that file marks a complete checkpoint (see `_last_complete_checkpoint`).
+        # file, so that file marks a complete checkpoint (see `last_complete_checkpoint`).
         if self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
@@ -251,19 +251,6 @@ class AIMTrainer(Trainer):
                 os.path.join(folder, MODULATION_STATE_NAME),
             )
         super()._save_checkpoint(model, trial)
-
-    def _last_complete_checkpoint(self) -> str:
-        """The newest checkpoint in output_dir whose save finished, skipping (with a warning) newer
-        ones that a crash interrupted."""
-        checkpoints = sort_checkpoints(self.args.output_dir) if os.path.isdir(self.args.output_dir) else []
-        for checkpoint in reversed(checkpoints):
-            if os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME)):
-                return checkpoint
-            logger.warning(
-                f"Skipping {checkpoint}: it has no {TRAINER_STATE_NAME}, so its save was interrupted. "
-                "Delete it once the run has resumed from an earlier checkpoint."
-            )
-        raise ValueError(f"No complete checkpoint found in output_dir {self.args.output_dir!r} to resume from.")
 
     def _load_modulation_state(self, checkpoint: str) -> None:
         path = os.path.join(checkpoint, MODULATION_STATE_NAME)
@@ -315,7 +302,7 @@ class AIMTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = self._last_complete_checkpoint()
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
         if isinstance(resume_from_checkpoint, (str, os.PathLike)):
             if not os.path.isfile(os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME)):
                 raise ValueError(
@@ -370,14 +357,20 @@ class AIMTrainer(Trainer):
         super()._push_from_checkpoint(checkpoint_folder)
 
     def _push_failed(self, action: str, err: Exception) -> PushToHubError:
+        """One line: what failed and why, what is kept locally (only what was really saved), what to do."""
         from huggingface_hub import constants
 
         repo = getattr(self, "hub_model_id", None) or self.args.hub_model_id or os.path.basename(self.args.output_dir)
+        output_dir = self.args.output_dir
+        cause = " ".join(f"{type(err).__name__}: {err}".split())
+        if os.path.isfile(os.path.join(output_dir, CONFIG_NAME)):
+            kept = f"Nothing local is lost: the model and its card are saved in {output_dir!r}"
+            retry = f"push again (`trainer.push_to_hub()`, or `hf upload {repo} {output_dir}`)"
+        else:
+            kept, retry = "Nothing was trained or saved yet", "start again"
         return PushToHubError(
-            f"Could not {action} the Hub repo {repo!r} at {constants.ENDPOINT}: {type(err).__name__}: {err}\n"
-            f"Nothing local is lost: the model, its card and its checkpoints stay in {self.args.output_dir!r}. "
-            "Check the token (HF_TOKEN or `hub_token`, with write access), the network and HF_ENDPOINT, then "
-            "call `trainer.push_to_hub()` again."
+            f"Could not {action} the Hub repo {repo!r} at {constants.ENDPOINT}: {cause}. {kept}. Check the token "
+            f"(HF_TOKEN or `hub_token`, with write access), the network and HF_ENDPOINT, then {retry}."
         )
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
@@ -433,6 +426,20 @@ class _AfterOptimizerStep(TrainerCallback):
     def on_optimizer_step(self, args: AIMConfig, state: Any, control: Any, **kwargs: Any) -> None:
         model = self.trainer.accelerator.unwrap_model(self.trainer.model)
         self.trainer.modulation.after_optimizer_step(model, self.trainer.optimizer)
+
+
+def last_complete_checkpoint(output_dir: str) -> str:
+    """The newest checkpoint in `output_dir` whose save finished, skipping (with a warning) newer
+    ones that a crash interrupted; a ValueError if there is none."""
+    checkpoints = sort_checkpoints(output_dir) if os.path.isdir(output_dir) else []
+    for checkpoint in reversed(checkpoints):
+        if os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME)):
+            return checkpoint
+        logger.warning(
+            f"Skipping {checkpoint}: it has no {TRAINER_STATE_NAME}, so its save was interrupted. "
+            "Delete it once the run has resumed from an earlier checkpoint."
+        )
+    raise ValueError(f"No complete checkpoint found in output_dir {output_dir!r} to resume from.")
 
 
 def leave_process_group() -> None:

@@ -152,6 +152,10 @@ class AIMConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        import torch
+
+        if not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False  # pinning needs a GPU; else torch warns on every run
         from .modulation import MODULATIONS
 
         if self.modulation not in MODULATIONS:

@@ -11,12 +11,14 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 # subprocesses the tests launch (which inherit the variable).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import json
+
 import pytest
 import torch
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 
 from aim_hf import AIMConfig, MultimodalModel, MultimodalProcessor
-from tiny import NUM_LABELS, make_processors, make_rows, save_tiny_encoders, tiny_args
+from tiny import NUM_LABELS, make_processors, make_rows, save_tiny_checkpoints, save_tiny_encoders, tiny_args
 
 torch.set_num_threads(1)
 
@@ -70,3 +72,16 @@ def make_args(tmp_path):
         return tiny_args(overrides.pop("output_dir", tmp_path / "out"), **overrides)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def cli_data(tmp_path_factory) -> list[str]:
+    """`aim-hf train` options of a tiny image + text dataset saved to disk (24 train and 8 validation
+    rows): `--dataset_name` and `--encoders`, tiny encoders saved with their processors."""
+    root = tmp_path_factory.mktemp("cli_data")
+    checkpoints = save_tiny_checkpoints(root / "encoders")
+    modalities = ("vision", "text")
+    splits = {"train": make_rows(24, modalities), "validation": make_rows(8, modalities, seed=1)}
+    DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items()}).save_to_disk(root / "rows")
+    encoders = {m: checkpoints[m] for m in modalities}
+    return ["--dataset_name", str(root / "rows"), "--encoders", json.dumps(encoders)]

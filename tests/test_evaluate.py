@@ -124,3 +124,18 @@ def test_bad_split_and_help(trained, capsys, monkeypatch):
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert all(option in help_text for option in ("--split", "--output_json", "--setting", "--dataset_seed"))
+
+
+def test_without_split_takes_the_split_that_exists(cli_data, tmp_path, capsys):
+    """A dataset without a test split (train and validation): `aim-hf evaluate` without --split takes
+    validation, and says so; with test and validation it takes test (the `trained` fixture's report)."""
+    out = tmp_path / "model"
+    options = ["--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu", "true"]
+    assert main(["train", *cli_data, "--output_dir", str(out), *options, "--disable_tqdm", "true"]) == 0
+    capsys.readouterr()
+    report = tmp_path / "report.json"
+    assert main(["evaluate", str(out), *cli_data[:2], "--output_json", str(report)]) == 0
+    stdout = capsys.readouterr().out
+    assert "No --split given: evaluating on the 'validation' split (its splits: ['train', 'validation'])." in stdout
+    evaluated = json.loads(report.read_text())
+    assert evaluated["split"] == "validation" and evaluated["num_examples"] == 8

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import pytest
 import torch
 
@@ -84,3 +87,32 @@ def test_bad_arguments():
         AIMConfig(output_dir="x", modulation="ogm", use_cpu=True)
     with pytest.raises(TypeError, match="MultimodalModel"):
         AIMTrainer(model=torch.nn.Linear(2, 2), args=AIMConfig(output_dir="x", modulation="none", use_cpu=True))
+
+
+def test_saved_weights_have_the_mode_of_the_other_files(build_model, tmp_path):
+    """safetensors writes its file owner-only (600); the weights must be readable as the config is (644 under
+    the usual umask 022)."""
+    umask = os.umask(0o022)
+    try:
+        build_model(("vision", "text")).save_pretrained(tmp_path / "model")
+    finally:
+        os.umask(umask)
+    modes = {name: os.stat(tmp_path / "model" / name).st_mode & 0o777 for name in os.listdir(tmp_path / "model")}
+    assert modes["model.safetensors"] == modes["config.json"] == 0o644, modes
+
+
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="pinned memory is right with an accelerator")
+def test_no_pin_memory_warning_without_an_accelerator(build_model, build_processor, build_dataset, make_args):
+    """Without a GPU (and without use_cpu=True), torch warns at every DataLoader that pin_memory is unused."""
+    args = make_args(modulation="none", use_cpu=False, max_steps=1)
+    assert args.dataloader_pin_memory is False
+    trainer = AIMTrainer(
+        model=build_model(("vision", "text")),
+        args=args,
+        train_dataset=build_dataset(6, ("vision", "text")),
+        processing_class=build_processor(("vision", "text")),
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert not [w for w in caught if "pin_memory" in str(w.message)]

@@ -235,9 +235,8 @@ class Modulation:
         unknown = sorted(set(kwargs) - set(options))
         if unknown:
             listed = ", ".join(f"{o} ({_type_name(hints[o])})" for o in options)
-            raise ValueError(
-                f"modulation_kwargs {unknown} are not options of {cls.name!r}; its options: {listed or 'none'}."
-            )
+            takes = f"its options: {listed}" if listed else "it takes no options"
+            raise ValueError(f"modulation_kwargs {unknown} are not options of {cls.name!r}; {takes}.")
         for key, value in kwargs.items():
             if not _accepts(value, hints[key]):
                 expected = _type_name(hints[key])
