@@ -97,7 +97,10 @@ def test_every_method_declares_itself(name):
 def test_declared_metrics_are_what_a_method_logs(name, build_model, build_processor, build_dataset, make_args):
     """Every key a method logs in a short run matches one of its declared `metrics`."""
     modalities = ("vision", "audio")
-    args = make_args(modulation=name, max_steps=3, logging_steps=1, eval_strategy="no")
+    # AIM uncapped, from the first step and symmetric, so that the tiny run logs all its per-depth keys.
+    aim = dict(aim_dam_cap="none", aim_min_lambda=0.0, aim_pam="symmetric", modulation_start=0)
+    overrides = aim if name == "aim" else {}
+    args = make_args(modulation=name, max_steps=3, logging_steps=1, eval_strategy="no", **overrides)
     trainer = AIMTrainer(
         model=build_model(modalities=modalities),
         args=args,
@@ -110,6 +113,8 @@ def test_declared_metrics_are_what_a_method_logs(name, build_model, build_proces
     assert own, f"{name} logged nothing of its own"
     undeclared = sorted({k for k in own if not any(p.fullmatch(k) for p in patterns)})
     assert not undeclared, f"{name} logs keys it does not declare: {undeclared}"
+    if name == "aim":
+        assert {"aim/lambda/vision/depth_0", "aim/mu/audio/depth_0", "aim/masked_fraction/vision"} <= set(own)
 
 
 @dataclass
@@ -124,7 +129,7 @@ class Dummy(Modulation):
     label = "Dummy"
     title = "Dummy (a method registered by a test)"
     paper = Paper("A Paper About Nothing", "Nowhere 2026", "https://example.org/dummy")
-    citation = "@article{dummy2026,\n  title  = {A Paper About Nothing},\n  author = {Nobody, A.},\n  year   = {2026}\n}"
+    citation = "@article{dummy2026,\n  title  = {A Paper About Nothing},\n  author = {Nobody, A.},\n  year = {2026}\n}"
     metric_prefix = "dummy"
     metrics = (Metric("dummy/strength/<m>", "the strength on m"),)
     summary = Summary("dummy/strength", "max", "s")

@@ -41,8 +41,9 @@ Configuring a method: a method's own hyperparameters live with it, as a small da
 beside the class in its file (each field with its `help` in the field's metadata, defaults = the
 reference's; `Modulation.options` lists them). The user gives them in one field,
 `AIMConfig.modulation_kwargs` (a JSON object on the command line, a mapping in a YAML/JSON config
-file, a dict in Python), as `TrainingArguments.lr_scheduler_kwargs` carries a scheduler's options. `Modulation.make_config` checks the keys and types against `Config` (an
-unknown key fails with the method's options listed), and the method reads `self.config`.
+file, a dict in Python), as `TrainingArguments.lr_scheduler_kwargs` carries a scheduler's options.
+`Modulation.make_config` checks the keys and types against `Config` (an unknown key fails with the
+method's options listed), and the method reads `self.config`.
 """
 
 from __future__ import annotations
