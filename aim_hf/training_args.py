@@ -32,6 +32,9 @@ class _ModulationHelp(Mapping):
     def __len__(self) -> int:
         return 1
 
+    def copy(self) -> dict[str, str]:  # what `metadata.copy()` (older HfArgumentParser) gets
+        return dict(self)
+
 
 @dataclass
 class AIMConfig(TrainingArguments):
