@@ -1,4 +1,5 @@
-"""aim_hf: balanced multimodal learning (AIM, OGM-GE) for Hugging Face encoders."""
+"""aim_hf: balanced multimodal learning (AIM, OGM-GE and the other methods `aim-hf methods` lists) for
+Hugging Face encoders."""
 
 from .collator import MultimodalCollator
 from .configuration import MultimodalConfig

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import HfArgumentParser, TrainingArguments
 
+from aim_hf.cli_methods import METHODS_USAGE, methods
 from aim_hf.data.av_digits import LABEL_NAMES, MODALITIES, av_digits_encoders, av_digits_processor
 from aim_hf.data.settings import PRETRAINED_SETTINGS, load_setting
 from aim_hf.data.unimodal import BlankModalities
@@ -49,7 +50,8 @@ commands:
             ({TRAIN_USAGE}; `aim-hf train --help` lists its options)
   evaluate  a saved model's fused and probe accuracy and each modality's contribution (accuracy
             alone, Shapley value) on a split of the embedded data or your own (--dataset_name)
-            ({EVALUATE_USAGE}; `aim-hf evaluate --help` lists its options)"""
+            ({EVALUATE_USAGE}; `aim-hf evaluate --help` lists its options)
+  methods   the balanced-learning methods with their papers, or one method's options ({METHODS_USAGE})"""
 DEBUG_ENV = "AIM_HF_DEBUG"
 # A --dataset_name ending so names a data file.
 DATA_FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".arrow", ".txt")
@@ -780,6 +782,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, argv = argv[0], argv[1:]
+    if command == "methods":
+        return methods(argv)
     if command not in ("train", "evaluate"):
         print(f"aim-hf: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2

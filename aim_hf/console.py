@@ -3,8 +3,9 @@
 [`AIMTrainer`] logs about 30 keys per logging step (loss components, probe accuracies, the
 method's per-depth scores); the Trainer's `ProgressCallback` (tqdm) and `PrinterCallback`
 (`disable_tqdm=True`) print them all. [`use_compact_logs`] swaps those two for subclasses that
-print the loss, the fused and probe accuracies and one number for the modulation. Only the console
-changes: the integrations (`report_to`) and `trainer_state.json` still receive every key.
+print the loss, the fused and probe accuracies and one number for the modulation (the one its
+method declares). Only the console changes: the integrations (`report_to`) and
+`trainer_state.json` still receive every key.
 """
 
 from __future__ import annotations
@@ -15,27 +16,30 @@ from typing import Any
 
 from transformers import PrinterCallback, ProgressCallback, Trainer
 
+from .modulation import MODULATIONS
+
 
 def modulation_summary(logs: Mapping[str, Any]) -> str | None:
-    """One number for the modulation: AIM's mean strength lambda (over depths) of the modality it
-    modulates most, OGM-GE's coefficient k of the dominant (most slowed) modality; `None` for
-    methods without either (`none`)."""
-    lambdas: dict[str, list[float]] = defaultdict(list)
-    coeffs: dict[str, float] = {}
-    for key, value in logs.items():
-        parts = key.split("/")
-        if parts[:2] == ["aim", "lambda"] and len(parts) == 4:
-            lambdas[parts[2]].append(float(value))
-        elif parts[:2] == ["ogm", "coeff"] and len(parts) == 3:
-            coeffs[parts[2]] = float(value)
-    if lambdas:
-        means = {m: sum(v) / len(v) for m, v in lambdas.items()}
-        modality = max(means, key=means.get)
-        return f"AIM λ {modality} {means[modality]:.3f}"
-    if coeffs:
-        modality = min(coeffs, key=coeffs.get)
-        return f"OGM-GE k {modality} {coeffs[modality]:.3f}"
+    """One number for the modulation, as the method that logged it declares it (`Modulation.summary`;
+    AIM: the mean strength λ over depths of the modality it modulates most, OGM-GE: the coefficient k
+    of the most slowed modality); `None` when no registered method's summary is in `logs`."""
+    for cls in MODULATIONS.values():
+        if cls.summary is None:
+            continue
+        means = _modality_means(logs, cls.summary.prefix)
+        if means:
+            modality = (max if cls.summary.pick == "max" else min)(means, key=means.get)
+            return f"{cls.label} {cls.summary.symbol} {modality} {means[modality]:.3f}"
     return None
+
+
+def _modality_means(logs: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """Per modality `m`, the mean of the logged values under `<prefix>/<m>` and `<prefix>/<m>/...`."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for key, value in logs.items():
+        if key.startswith(prefix + "/"):
+            values[key[len(prefix) + 1 :].split("/")[0]].append(float(value))
+    return {m: sum(v) / len(v) for m, v in values.items()}
 
 
 def format_log(logs: Mapping[str, Any], step: int) -> str:

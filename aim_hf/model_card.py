@@ -18,7 +18,9 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers.modelcard import extract_hyperparameters_from_trainer
 
-from .modulation.base import resolve_step
+from .modulation.aim import AIM
+from .modulation.base import Modulation
+from .modulation.mechanics import resolve_step
 from .training_args import AIMConfig
 
 if TYPE_CHECKING:
@@ -26,66 +28,6 @@ if TYPE_CHECKING:
 
 MODEL_CARD_NAME = "README.md"
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "aim_model_card.md"
-
-AIM_CITATION = """@article{shen2025aim,
-  title   = {{AIM}: Adaptive Intra-Network Modulation for Balanced Multimodal Learning},
-  author  = {Shen, Shu and Chen, C. L. Philip and Zhang, Tong},
-  journal = {arXiv preprint arXiv:2508.19769},
-  year    = {2025}
-}"""
-
-OGM_GE_CITATION = """@inproceedings{peng2022balanced,
-  title     = {Balanced Multimodal Learning via On-the-fly Gradient Modulation},
-  author    = {Peng, Xiaokang and Wei, Yake and Deng, Andong and Wang, Dong and Hu, Di},
-  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
-  year      = {2022}
-}"""
-
-# What the card says about each modulation method; a method missing here is shown by its name.
-METHODS: dict[str, dict[str, Any]] = {
-    "aim": {
-        "title": "AIM (Adaptive Intra-Network Modulation)",
-        "paper": {
-            "title": "AIM: Adaptive Intra-Network Modulation for Balanced Multimodal Learning",
-            "url": "https://arxiv.org/abs/2508.19769",
-        },
-        "citations": [AIM_CITATION],
-    },
-    "ogm_ge": {
-        "title": "OGM-GE (On-the-fly Gradient Modulation with Generalization Enhancement)",
-        "paper": {
-            "title": "Balanced Multimodal Learning via On-the-fly Gradient Modulation",
-            "url": "https://arxiv.org/abs/2203.15332",
-        },
-        "citations": [OGM_GE_CITATION, AIM_CITATION],
-    },
-    "opm": {
-        "title": "OPM (On-the-fly Prediction Modulation; Wei, Hu et al., TPAMI 2024)",
-        "paper": None,
-        "citations": [AIM_CITATION],
-    },
-    "mmpareto": {
-        "title": "MMPareto (Wei & Hu, ICML 2024)",
-        "paper": None,
-        "citations": [AIM_CITATION],
-    },
-    "pmr": {
-        "title": "PMR (Prototypical Modal Rebalance; Fan et al., CVPR 2023)",
-        "paper": None,
-        "citations": [AIM_CITATION],
-    },
-    "agm": {
-        "title": "AGM (Adaptive Gradient Modulation; Li et al., ICCV 2023)",
-        "paper": None,
-        "citations": [AIM_CITATION],
-    },
-    "mla": {
-        "title": "MLA (Multimodal Learning with Alternating Unimodal Adaptation; Zhang et al., CVPR 2024)",
-        "paper": None,
-        "citations": [AIM_CITATION],
-    },
-    "none": {"title": "joint training (no modulation)", "paper": None, "citations": [AIM_CITATION]},
-}
 
 _FRAMEWORKS = ("aim_hf", "transformers", "torch", "datasets", "accelerate", "huggingface_hub")
 
@@ -200,6 +142,16 @@ def _method_hyperparameters(trainer: AIMTrainer) -> dict[str, Any]:
     return values
 
 
+def _method(cls: type[Modulation]) -> dict[str, Any]:
+    """What the card says about the method: its name, its title and its paper (as it declares them)."""
+    return {"name": cls.name, "title": cls.title or cls.name, "paper": cls.paper}
+
+
+def _citations(cls: type[Modulation]) -> list[str]:
+    """The card's BibTeX entries: the method's own, then AIM's, the method this library is built around."""
+    return list(dict.fromkeys(c for c in (cls.citation, AIM.citation) if c))
+
+
 def _source(name_or_path: str) -> str:
     """Where an encoder's weights came from, in the card's words."""
     if hub_id(name_or_path):
@@ -294,8 +246,7 @@ def build_model_card(
         dataset = getattr(getattr(trainer.train_dataset, "info", None), "dataset_name", None)
     encoders = _encoders(trainer)
     plots = plot_run(trainer.state.log_history, output_dir)
-    unknown_method = {"title": args.modulation, "paper": None, "citations": [AIM_CITATION]}
-    method = {"name": args.modulation, **METHODS.get(args.modulation, unknown_method)}
+    method = _method(type(trainer.modulation))
     tags = [tags] if isinstance(tags, str) else list(tags or [])
     base_models = [e["hub_id"] for e in encoders if e["hub_id"]]
     card_data = ModelCardData(
@@ -324,7 +275,7 @@ def build_model_card(
         method_hyperparameters=_method_hyperparameters(trainer),
         hyperparameters=_training_hyperparameters(trainer),
         versions=_versions(),
-        citations=method["citations"],
+        citations=_citations(type(trainer.modulation)),
         accuracy_plot=os.path.basename(plots["accuracy"]) if "accuracy" in plots else None,
         modulation_plot=os.path.basename(plots["modulation"]) if "modulation" in plots else None,
         **_results(trainer.state.log_history, model.modalities),
@@ -339,4 +290,4 @@ def write_model_card(trainer: AIMTrainer, output_dir: str | os.PathLike, **kwarg
     return path
 
 
-__all__ = ["AIM_CITATION", "METHODS", "build_model_card", "hub_id", "write_model_card"]
+__all__ = ["build_model_card", "hub_id", "write_model_card"]

@@ -14,6 +14,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from .modulation import MODULATIONS
+
 TRAINER_STATE_NAME = "trainer_state.json"
 ACCURACY_PLOT_NAME = "accuracy.png"
 MODULATION_PLOT_NAME = "modulation.png"
@@ -24,8 +26,8 @@ _TRAINER_PREFIXES = ("loss/", "probe_accuracy/")
 
 Curve = list[tuple[int, float]]
 
-# Words for the parts of the modulation keys, for plot titles and legends.
-_METHOD_WORDS = {"aim": "AIM", "ogm": "OGM-GE", "unimodal": "Unimodal losses"}
+# Words for the parts of the modulation keys, for plot titles and legends (a method's own name: its
+# `label`, found by its `metric_prefix`).
 _QUANTITY_WORDS = {
     "lambda": "modulation strength λ",
     "mu": "strength μ (symmetric PAM)",
@@ -99,7 +101,8 @@ def modulation_curves(log_history: Sequence[Mapping[str, Any]]) -> dict[str, dic
 def panel_title(panel: str) -> str:
     """A panel's title in words: `aim/lambda/vision` -> "AIM: modulation strength λ (vision)"."""
     method, *rest = panel.split("/")
-    title = _METHOD_WORDS.get(method, method)
+    labels = {cls.metric_prefix: cls.label for cls in MODULATIONS.values() if cls.metric_prefix}
+    title = labels.get(method, method)
     if rest:
         title += ": " + _QUANTITY_WORDS.get(rest[0], rest[0].replace("_", " "))
     return title + "".join(f" ({part})" for part in rest[1:])

@@ -20,7 +20,7 @@ from .metrics import MultimodalMetrics
 from .model_card import MODEL_CARD_NAME, write_model_card
 from .modeling import MultimodalModel, MultimodalOutput
 from .modulation import MODULATIONS, build_modulation
-from .modulation.base import all_reduce_sum, modality_param_groups
+from .modulation.mechanics import all_reduce_sum, modality_param_groups
 from .training_args import AIMConfig
 
 logger = logging.get_logger(__name__)
@@ -33,9 +33,9 @@ class PushToHubError(RuntimeError):
 
 
 class AIMTrainer(Trainer):
-    """Trainer for [`MultimodalModel`] with balanced multimodal learning (`args.modulation`:
-    `"aim"`, `"ogm_ge"`, `"opm"`, `"mmpareto"`, `"pmr"`, `"agm"`, `"mla"`, `"unimodal_losses"` or `"none"`;
-    the method's own options in `args.modulation_kwargs`).
+    """Trainer for [`MultimodalModel`] with balanced multimodal learning (`args.modulation`: a method
+    of `aim_hf.modulation.MODULATIONS`, which `aim-hf methods` lists; the method's own options in
+    `args.modulation_kwargs`).
 
     Beyond `Trainer` it: runs the modulation method at its hook points (see
     `aim_hf.modulation.base`); gives each modality's encoder its own optimizer parameter groups

@@ -3,11 +3,37 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
 from .learning_rates import check_learning_rate_mapping
+
+
+class _ModulationHelp(Mapping):
+    """The `modulation` field's metadata, whose help names the methods registered when the command
+    line's parser reads it (not those of when this module was imported)."""
+
+    def __getitem__(self, key: str) -> str:
+        if key != "help":
+            raise KeyError(key)
+        from .modulation import MODULATIONS
+
+        methods = ", ".join(f"'{name}' ({cls.label})" for name, cls in MODULATIONS.items())
+        return (
+            f"Balanced-learning method: {methods}. `aim-hf methods` lists them with their papers, "
+            "`aim-hf methods NAME` one method's options; docs/methods/<method>.md."
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["help"])
+
+    def __len__(self) -> int:
+        return 1
+
+    def copy(self) -> dict[str, str]:  # what `metadata.copy()` (older HfArgumentParser) gets
+        return dict(self)
 
 
 @dataclass
@@ -25,14 +51,7 @@ class AIMConfig(TrainingArguments):
     consumed by the [`MultimodalCollator`], not by the model's `forward`.
     """
 
-    modulation: str = field(
-        default="aim",
-        metadata={
-            "help": "Balanced-learning method: 'aim', 'ogm_ge', 'opm', 'mmpareto', 'pmr', 'agm', 'mla', 'inforeg', "
-            "'redreg', 'unimodal_losses' (joint training plus each modality's own cross-entropy) or 'none' (plain joint "
-            "training); docs/methods/<method>.md."
-        },
-    )
+    modulation: str = field(default="aim", metadata=_ModulationHelp())
     modulation_start: float | None = field(
         default=None,
         metadata={

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from aim_hf import AIMTrainer
-from aim_hf.modulation.inforeg import EncoderAnchors, acquisition_rates, fisher_trace, regulation_coefficients
+from aim_hf.modulation.inforeg import acquisition_rates, fisher_trace, regulation_coefficients
+from aim_hf.modulation.mechanics import EncoderAnchors
 
 MODALITIES = ("vision", "audio", "text")
 NO_DROPOUT = {"text": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}

@@ -1,5 +1,7 @@
 """Modulation methods for balanced multimodal learning. A new method is one file with a
-`Modulation` subclass, added to `MODULATIONS`."""
+`Modulation` subclass that declares itself (name, paper, options, metrics: see `base`), added to
+`MODULATIONS`; the model card, the console, the plots, the `--modulation` help and `aim-hf methods`
+read it from there."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ from typing import Any
 from ..modeling import MultimodalModel
 from .agm import AGM
 from .aim import AIM
-from .base import Modulation, NoModulation
+from .base import Modulation
 from .inforeg import InfoReg
 from .mla import MLA
 from .mmpareto import MMPareto
+from .none import NoModulation
 from .ogm_ge import OGMGE
 from .opm import OPM
 from .pmr import PMR

@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums, choose_scaling_mode, true_class_probabilities, with_sample_count
-from .ogm_ge import discrepancy_ratios
+from .base import Metric, Modulation, Paper
+from .mechanics import StepSums, choose_scaling_mode, discrepancy_ratios, true_class_probabilities, with_sample_count
 
 # The reference caps the exponent of the coefficient so that exp() cannot overflow.
 MAX_EXPONENT = 7.0
@@ -46,11 +46,15 @@ MIN_PROBABILITY = 1e-8
 class AGMConfig:
     """AGM's hyperparameters (`modulation_kwargs`); defaults: BalanceBenchmark's AGM configuration."""
 
-    alpha: float = 0.1
-    """Strength in `k = exp(alpha * (rbar - r))`."""
-    mode: Literal["auto", "gradient", "update"] = "auto"
-    """What k scales: 'gradient' (the paper, trained with SGD), 'update' (the encoder's learning rate for
-    the step; ours, since Adam cancels a gradient factor), 'auto' ('update' under an adaptive optimizer)."""
+    alpha: float = field(default=0.1, metadata={"help": "Strength in `k = exp(alpha * (rbar - r))`."})
+    mode: Literal["auto", "gradient", "update"] = field(
+        default="auto",
+        metadata={
+            "help": "What k scales: 'gradient' (the paper, trained with SGD), 'update' (the encoder's learning "
+            "rate for the step; ours, since Adam cancels a gradient factor), 'auto' ('update' under an adaptive "
+            "optimizer)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.alpha < 0:
@@ -94,6 +98,27 @@ def agm_coefficients(
 
 class AGM(Modulation):
     name = "agm"
+    label = "AGM"
+    title = "AGM (Adaptive Gradient Modulation)"
+    paper = Paper(
+        "Boosting Multi-modal Model Performance with Adaptive Gradient Modulation", "ICCV 2023",
+        "https://arxiv.org/abs/2308.07686",
+    )
+    citation = """@inproceedings{li2023boosting,
+  title     = {Boosting Multi-modal Model Performance with Adaptive Gradient Modulation},
+  author    = {Li, Hong and Li, Xingyu and Hu, Pengbo and Lei, Yinuo and Li, Chunxiao and Zhou, Yi},
+  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
+  pages     = {22214--22224},
+  year      = {2023}
+}"""
+    metric_prefix = "agm"
+    metrics = (
+        Metric("agm/active", "1 inside the modulation window"),
+        Metric("agm/score/<m>", "mean cross-entropy of m's Shapley response"),
+        Metric("agm/ratio/<m>", "m's ratio r from this step's scores"),
+        Metric("agm/target_ratio/<m>", "m's ratio from the running mean of the earlier steps' scores"),
+        Metric("agm/coeff/<m>", "the coefficient k on m's gradient or update (1 outside the window)"),
+    )
     default_start = 0.0
     Config = AGMConfig
     reads_gradients = True

@@ -28,6 +28,7 @@ on every process.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -38,7 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums
+from .base import Metric, Modulation, Option, Paper, Summary
+from .mechanics import StepSums
 
 
 AIM_CHOICES: dict[str, tuple[str, ...]] = {
@@ -136,19 +138,50 @@ def top_unit_masks(importances: list[torch.Tensor], num_off: list[int]) -> list[
 
 
 class AIM(Modulation):
-    """AIM with DAP, DAM and PAM (Auxiliary Blocks); hyperparameters `args.aim_*` (see `AIMConfig`).
-
-    Metrics per optimizer step: `aim/score/{m}/depth_{d}` (score EMA, once the depths can be
-    scored), `aim/lambda/{m}/depth_{d}` (DAM's strength computed at this step, which sizes the next
-    step's masks), `aim/mu/{m}/depth_{d}` (the weak-side strength, symmetric PAM),
-    `aim/masked_fraction/{m}` (share of the modality's units switched off in this step's auxiliary
-    pass), `aim/aux_loss` (steps with an auxiliary pass), `aim/prototype_loss` (learned prototypes:
-    their mean cross-entropy at the last iteration of the latest refresh) and `aim/active`.
-    """
+    """AIM with DAP, DAM and PAM (Auxiliary Blocks); hyperparameters `args.aim_*` (see `AIMConfig`);
+    the metrics it logs per optimizer step: `metrics`."""
 
     name = "aim"
+    label = "AIM"
+    title = "AIM (Adaptive Intra-Network Modulation)"
+    paper = Paper(
+        "AIM: Adaptive Intra-Network Modulation for Balanced Multimodal Learning", "arXiv 2025",
+        "https://arxiv.org/abs/2508.19769",
+    )
+    citation = """@article{shen2025aim,
+  title   = {{AIM}: Adaptive Intra-Network Modulation for Balanced Multimodal Learning},
+  author  = {Shen, Shu and Chen, C. L. Philip and Zhang, Tong},
+  journal = {arXiv preprint arXiv:2508.19769},
+  year    = {2025}
+}"""
+    metric_prefix = "aim"
+    metrics = (
+        Metric("aim/active", "1 inside the modulation window"),
+        Metric("aim/score/<m>/depth_<d>", "the depth score's EMA, once the depths can be scored"),
+        Metric("aim/lambda/<m>/depth_<d>", "DAM's strength computed at this step, which sizes the next step's masks"),
+        Metric("aim/mu/<m>/depth_<d>", "the weak-side strength (aim_pam='symmetric')"),
+        Metric("aim/masked_fraction/<m>", "the share of m's units switched off in this step's auxiliary pass"),
+        Metric("aim/aux_loss", "the auxiliary loss (steps with an auxiliary pass)"),
+        Metric(
+            "aim/prototype_loss",
+            "learned prototypes: their mean cross-entropy at the last iteration of the latest refresh",
+        ),
+    )
+    summary = Summary("aim/lambda", "max", "λ")
     default_start = 0.1
     reads_gradients = True
+
+    @classmethod
+    def options(cls) -> list[Option]:
+        """AIM's options: the `aim_*` fields of `AIMConfig`, each given as its own flag (they are not
+        `modulation_kwargs` keys yet)."""
+        from ..training_args import AIMConfig  # it imports the registry, which imports this module
+
+        return [
+            Option(f.name, str(f.type), f.default, f.metadata["help"], flag=f"--{f.name}")
+            for f in dataclasses.fields(AIMConfig)
+            if f.name.startswith("aim_")
+        ]
 
     def __init__(self, model: MultimodalModel, args: Any) -> None:
         super().__init__(model, args)

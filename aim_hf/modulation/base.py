@@ -1,4 +1,4 @@
-"""The interface every modulation method implements, and what they share.
+"""The interface every modulation method implements, and how a method declares itself.
 
 The trainer calls a method at these points of each optimizer step:
 
@@ -30,152 +30,35 @@ adapt to it (OGM-GE picks gradient or update scaling) or warn that the optimizer
 
 A method's state (`state_dict` / `load_state_dict`) is saved in every checkpoint.
 
+Declaring a method: besides its hooks a method's class carries what the rest of the library shows
+about it, so that adding a method is its own file plus one line in `MODULATIONS`: its `name`, a short
+`label` and a `title`, its `paper` and BibTeX `citation`, its options (`Config`, below), the `metrics`
+it logs (under its `metric_prefix`) and the one number the console shows for it (`summary`). The
+model card, the console, the plots, the `--modulation` help and `aim-hf methods` read them from the
+registry. The mechanics methods share live in `mechanics`; no method imports another method's file.
+
 Configuring a method: a method's own hyperparameters live with it, as a small dataclass `Config`
-beside the class in its file (documented fields, defaults = the reference's). The user gives them
-in one field, `AIMConfig.modulation_kwargs` (a JSON object on the command line, a mapping in a
-YAML/JSON config file, a dict in Python), as `TrainingArguments.lr_scheduler_kwargs` carries a
-scheduler's options. `Modulation.make_config` checks the keys and types against `Config` (an
-unknown key fails with the method's options listed), and the method reads `self.config`.
+beside the class in its file (each field with its `help` in the field's metadata, defaults = the
+reference's; `Modulation.options` lists them). The user gives them in one field,
+`AIMConfig.modulation_kwargs` (a JSON object on the command line, a mapping in a YAML/JSON config
+file, a dict in Python), as `TrainingArguments.lr_scheduler_kwargs` carries a scheduler's options.
+`Modulation.make_config` checks the keys and types against `Config` (an unknown key fails with the
+method's options listed), and the method reads `self.config`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.distributed as dist
 
 from ..modeling import MultimodalModel, MultimodalOutput
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the number of processes ((0, 1) without a process group)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum `tensor` over all processes in place (a no-op on one process)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-# Optimizers that divide each parameter's step by a running scale of its own gradient (or take its
-# sign), matched against the class names of the optimizer's type (torch.optim, transformers'
-# Adafactor, bitsandbytes, ...): a constant factor on a gradient hardly changes their update.
-_ADAPTIVE_NAMES = ("adam", "adagrad", "adadelta", "rmsprop", "rprop", "adafactor", "lamb", "lion")
-
-
-class StepSums:
-    """Statistics summed over an optimizer step's micro-batches (`add`), then summed over every
-    process once per step (`reduce`, which also starts the next step): what a method computes from
-    the global batch, identical on every process."""
-
-    def __init__(self) -> None:
-        self._total: torch.Tensor | None = None
-
-    def add(self, batch: torch.Tensor) -> None:
-        self._total = batch if self._total is None else self._total + batch
-
-    def reduce(self) -> torch.Tensor | None:
-        """The step's sums over all processes (None if nothing was added), and a fresh start."""
-        total, self._total = self._total, None
-        return None if total is None else all_reduce_sum(total)
-
-    def reduce_unless_skipped(self, model: MultimodalModel, grad_scale: float | None) -> torch.Tensor | None:
-        """`reduce()`, or None also when the GradScaler skips this optimizer step (an fp16 overflow,
-        `grad_scale` given and a gradient not finite): a method's state must then stay as it was. The
-        reduction runs either way, so that every process takes part in it."""
-        totals = self.reduce()
-        if totals is None or (grad_scale is not None and not gradients_finite(model)):
-            return None
-        return totals
-
-
-def true_class_probabilities(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per example, the float32 softmax probability of its true class: the score OGM-GE, OPM, AGM,
-    InfoReg and RedReg compare modalities by."""
-    return logits.float().softmax(-1).gather(1, labels[:, None]).squeeze(1)
-
-
-def with_sample_count(values: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """`values` (scalars or 1-d) flattened into one vector, followed by the micro-batch's number of
-    examples: the layout of a `StepSums` buffer whose sums are divided by the global count."""
-    count = torch.tensor([float(labels.shape[0])], device=labels.device)
-    return torch.cat([v.reshape(-1) for v in values] + [count])
-
-
-def is_adaptive_optimizer(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether `optimizer` (or the optimizer it wraps) normalises each update by its gradient's scale."""
-    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer
-    return any(word in cls.__name__.lower() for cls in type(optimizer).__mro__ for word in _ADAPTIVE_NAMES)
-
-
-def choose_scaling_mode(
-    method: str, requested: str, optimizer: torch.optim.Optimizer, modalities: Iterable[str]
-) -> tuple[str, str | None]:
-    """The scaling mode (`"gradient"` or `"update"`) of a method whose per-modality coefficient
-    multiplies either the encoder gradients or, through `lr_scales`, the encoder updates, for the
-    `requested` mode (`"auto"`: "update" under an adaptive optimizer, which would cancel a gradient
-    factor, else "gradient"); with a warning when a gradient factor runs under an adaptive optimizer.
-    Fails now (not at a step) if update mode finds no modality-tagged parameter groups."""
-    adaptive = is_adaptive_optimizer(optimizer)
-    mode = ("update" if adaptive else "gradient") if requested == "auto" else requested
-    if mode == "update":
-        modality_param_groups(optimizer, required=modalities)
-        return mode, None
-    if adaptive:
-        name = type(getattr(optimizer, "optimizer", optimizer)).__name__
-        return mode, (
-            f"{method} with mode='gradient' multiplies the encoders' gradients by its coefficients, but {name} "
-            "divides each update by the gradient's own scale, so the modulation does almost nothing. Use "
-            "modulation_kwargs mode='update' (or 'auto') to scale the encoders' updates instead, or an SGD "
-            "optimizer."
-        )
-    return mode, None
-
-
-def modality_param_groups(
-    optimizer: torch.optim.Optimizer, required: Iterable[str] = ()
-) -> dict[str, list[dict[str, Any]]]:
-    """The optimizer's parameter groups of each modality's encoder: those tagged `"modality": m`
-    (`AIMTrainer.create_optimizer` tags them; the other groups carry `"modality": None`). Raises a
-    ValueError if a modality in `required` has none."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for group in optimizer.param_groups:
-        if group.get("modality") is not None:
-            groups.setdefault(group["modality"], []).append(group)
-    missing = [m for m in required if m not in groups]
-    if missing:
-        raise ValueError(
-            f"No optimizer parameter group is tagged 'modality' for {missing}, so their encoders' learning rate "
-            "cannot be scaled: let AIMTrainer build the optimizer, or tag each encoder's groups with 'modality'."
-        )
-    return groups
-
-
-def resolve_step(value: float | None, max_steps: int) -> int | None:
-    """A step given as a fraction of training (< 1) or as an absolute optimizer step (>= 1)."""
-    if value is None:
-        return None
-    return int(math.floor(value * max_steps)) if 0 <= value < 1 else int(value)
-
-
-@torch.no_grad()
-def gradients_finite(model: torch.nn.Module) -> bool:
-    """Whether every gradient of `model` is finite (one host sync): under fp16 loss scaling, a step
-    with an overflow is skipped by the optimizer, and a method must then leave its state alone.
-    Gradients are all-reduced, so every process reaches the same answer. Batched: the max-norm of
-    each gradient cannot overflow and is inf or nan exactly when some entry is."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return not grads or bool(torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all())
+from .mechanics import resolve_step
 
 
 def _accepts(value: Any, hint: Any) -> bool:
@@ -204,12 +87,63 @@ class NoConfig:
     """A method without hyperparameters of its own."""
 
 
+@dataclass(frozen=True)
+class Paper:
+    """The paper a method comes from, as the model card and `aim-hf methods` show it."""
+
+    title: str
+    venue: str
+    """Where and when it appeared, e.g. "CVPR 2022"."""
+    url: str
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A key a method logs at each optimizer step, with what it holds. `<m>` stands for a modality,
+    `<d>` for a depth group."""
+
+    key: str
+    help: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The one number the console shows for a method: per modality `<m>`, the mean of the logged
+    values under `<prefix>/<m>` (and `<prefix>/<m>/...`), taken for the modality whose mean is the
+    `pick` ("max" or "min"), shown as `<label> <symbol> <m> <value>`."""
+
+    prefix: str
+    pick: Literal["max", "min"]
+    symbol: str
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a method, as `aim-hf methods NAME` lists it: a key of `modulation_kwargs`, or
+    (`flag` set) a field of `AIMConfig` given as that command-line flag."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+    flag: str | None = None
+
+
 class Modulation:
-    """Base class of the modulation methods. Subclasses set `name`, `default_start`, `Config`
-    (the dataclass of their own hyperparameters, see the module docstring) and `reads_gradients`,
-    and override the hooks they need; the defaults do nothing (plain joint training)."""
+    """Base class of the modulation methods. Subclasses declare themselves (see the module
+    docstring), set `default_start`, `Config` (the dataclass of their own hyperparameters) and
+    `reads_gradients`, and override the hooks they need; the defaults do nothing (plain joint training)."""
 
     name: ClassVar[str] = ""
+    # A short name (plots, the console, listings) and the model card's title.
+    label: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    paper: ClassVar[Paper | None] = None
+    citation: ClassVar[str | None] = None  # BibTeX
+    # The first part of the keys the method logs (`ogm` for `ogm/coeff/<m>`): its plots' panels.
+    metric_prefix: ClassVar[str] = ""
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+    summary: ClassVar[Summary | None] = None
     default_start: ClassVar[float] = 0.0
     Config: ClassVar[type] = NoConfig
     # Whether the method reads or writes parameters' `.grad` (scores, scales, projects or clears them).
@@ -224,6 +158,15 @@ class Modulation:
         self.config = self.make_config(args.modulation_kwargs)
         self.start = args.modulation_start if args.modulation_start is not None else self.default_start
         self.end = args.modulation_end
+
+    @classmethod
+    def options(cls) -> list[Option]:
+        """The method's options (the fields of `Config`), with their types, defaults and help."""
+        hints = typing.get_type_hints(cls.Config)
+        return [
+            Option(f.name, _type_name(hints[f.name]), f.default, f.metadata.get("help", ""))
+            for f in dataclasses.fields(cls.Config)
+        ]
 
     @classmethod
     def make_config(cls, kwargs: Mapping[str, Any] | None) -> Any:
@@ -295,9 +238,3 @@ class Modulation:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
-
-
-class NoModulation(Modulation):
-    """Plain joint training: the same model, probes and loss, nothing modulated."""
-
-    name = "none"

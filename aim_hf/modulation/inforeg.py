@@ -32,15 +32,22 @@ is the paper's and what is ours: docs/methods/inforeg.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums, resolve_step, true_class_probabilities, with_sample_count
-from .unimodal_losses import unimodal_cross_entropies
+from .base import Metric, Modulation, Paper
+from .mechanics import (
+    EncoderAnchors,
+    StepSums,
+    resolve_step,
+    true_class_probabilities,
+    unimodal_cross_entropies,
+    with_sample_count,
+)
 
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -49,15 +56,28 @@ _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 class InfoRegConfig:
     """InfoReg's hyperparameters (`modulation_kwargs`); defaults: the reference code's (CREMA-D)."""
 
-    mu: float = 0.95
-    """Strength in `beta = mu * exp(tanh(gap))` (the reference: 0.95 for its dominant audio)."""
-    threshold: float = 0.05
-    """The prime learning window is open while the acquisition rate `k` exceeds it."""
-    window: int = 10
-    """Periods averaged on each side of the acquisition rate (the reference: 10 epochs)."""
-    period: float = 0.02
-    """Optimizer steps per period (the paper's epoch): < 1 a fraction of all steps (0.02: one epoch of
-    the reference's 50), >= 1 a number of steps; at least one step (ours)."""
+    mu: float = field(
+        default=0.95,
+        metadata={
+            "help": "Strength in `beta = mu * exp(tanh(gap))` (the reference: 0.95 for its dominant audio)."
+        },
+    )
+    threshold: float = field(
+        default=0.05, metadata={"help": "The prime learning window is open while the acquisition rate `k` exceeds it."}
+    )
+    window: int = field(
+        default=10,
+        metadata={
+            "help": "Periods averaged on each side of the acquisition rate (the reference: 10 epochs)."
+        },
+    )
+    period: float = field(
+        default=0.02,
+        metadata={
+            "help": "Optimizer steps per period (the paper's epoch): < 1 a fraction of all steps (0.02: one epoch "
+            "of the reference's 50), >= 1 a number of steps; at least one step (ours)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.mu < 0:
@@ -98,58 +118,30 @@ def regulation_coefficients(
     return gaps, torch.where(regulated, mu * torch.exp(torch.tanh(gaps)), torch.zeros_like(gaps))
 
 
-class EncoderAnchors:
-    """Each encoder's trainable parameters at the start of the current period, and the decoupled pull
-    toward them (shared by InfoReg and RedReg). Refreshed every `period` optimizer steps: at the first
-    step `refresh_due` is asked, and then `period` steps after the last refresh (a skipped fp16 step
-    does not ask, and so delays the refresh by one step)."""
-
-    def __init__(self, model: MultimodalModel, modalities: list[str]) -> None:
-        self.params = {
-            m: {n: p for n, p in model.encoders[m].named_parameters() if p.requires_grad} for m in modalities
-        }
-        self.values: dict[str, dict[str, torch.Tensor]] = {}
-        self.next_refresh = 0
-
-    def refresh_due(self, global_step: int, period: int) -> bool:
-        """Whether step `global_step` starts a new period; if so, the anchors become the current parameters."""
-        if global_step < self.next_refresh:
-            return False
-        with torch.no_grad():
-            self.values = {m: {n: p.detach().clone() for n, p in ps.items()} for m, ps in self.params.items()}
-        self.next_refresh = global_step + period
-        return True
-
-    @torch.no_grad()
-    def pull(self, optimizer: torch.optim.Optimizer, coeffs: dict[str, float], orthogonal: bool = False) -> None:
-        """`theta <- theta - lr * beta_m * d` for each parameter of each encoder m in `coeffs`, with
-        `d = theta - anchor` (`orthogonal`: d without its component along the parameter's gradient,
-        `d - (d . g / |g|^2) g`; d itself where the gradient is missing or zero) and `lr` the learning
-        rate of the parameter's optimizer group."""
-        lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
-        for m, beta in coeffs.items():
-            for name, p in self.params[m].items():
-                d = p - self.values[m][name]
-                if orthogonal and p.grad is not None:
-                    g = p.grad.to(d.dtype)
-                    norm = (g * g).sum()
-                    if norm > 0:
-                        d -= (d * g).sum() / norm * g
-                p.sub_(d, alpha=lr_of.get(id(p), 0.0) * beta)
-
-    def state_dict(self) -> dict[str, Any]:
-        values = {m: {n: v.clone() for n, v in vs.items()} for m, vs in self.values.items()}
-        return {"values": values, "next_refresh": self.next_refresh}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.next_refresh = state["next_refresh"]
-        self.values = {
-            m: {n: v.to(self.params[m][n].device) for n, v in vs.items()} for m, vs in state["values"].items()
-        }
-
-
 class InfoReg(Modulation):
     name = "inforeg"
+    label = "InfoReg"
+    title = "InfoReg (Information Acquisition Regulation)"
+    paper = Paper(
+        "Adaptive Unimodal Regulation for Balanced Multimodal Information Acquisition", "CVPR 2025",
+        "https://arxiv.org/abs/2503.18595",
+    )
+    citation = """@inproceedings{huang2025adaptive,
+  title     = {Adaptive Unimodal Regulation for Balanced Multimodal Information Acquisition},
+  author    = {Huang, Chengxiang and Wei, Yake and Yang, Zequn and Hu, Di},
+  booktitle = {Proceedings of the Computer Vision and Pattern Recognition Conference (CVPR)},
+  pages     = {25854--25863},
+  year      = {2025}
+}"""
+    metric_prefix = "inforeg"
+    metrics = (
+        Metric("inforeg/active", "1 inside the modulation window"),
+        Metric("inforeg/score/<m>", "mean true-class probability of m's share of the fused logits"),
+        Metric("inforeg/gap/<m>", "m's mean score gap over the weaker modalities"),
+        Metric("inforeg/trace/<m>", "this step's Fisher trace of encoder m"),
+        Metric("inforeg/rate/<m>", "m's acquisition rate k (the prime learning window is open above the threshold)"),
+        Metric("inforeg/coeff/<m>", "the pull beta on encoder m in this step (0: none)"),
+    )
     default_start = 0.0
     Config = InfoRegConfig
     reads_gradients = True  # the Fisher trace and the overflow check read `.grad`

@@ -1,4 +1,4 @@
-"""MLA: multimodal learning by alternating unimodal adaptation (Zhang, Yang, Yao et al., CVPR 2024).
+"""MLA: multimodal learning by alternating unimodal adaptation (Zhang, Yoon, Bansal & Yao, CVPR 2024).
 
 Training alternates modalities: optimizer step t trains modality `m = modalities[t % M]` alone,
 through the shared head. The shared head is the model's fusion, which here sees m's final feature
@@ -21,24 +21,34 @@ own forward keeps the fused logits. Which parts are the paper's: docs/methods/ml
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, all_reduce_sum, gradients_finite
+from .base import Metric, Modulation, Paper
+from .mechanics import all_reduce_sum, gradients_finite
 
 
 @dataclass
 class MLAConfig:
     """MLA's hyperparameters (`modulation_kwargs`)."""
 
-    gradient_projection: bool = True
-    """Project the head's gradient orthogonal to the previous step's (the paper's gradient modification)."""
-    eval_fusion: Literal["entropy", "model"] = "entropy"
-    """Evaluation logits: 'entropy' (the paper's uncertainty-weighted fusion of the per-modality logits)
-    or 'model' (the model's fused logits with every modality present)."""
+    gradient_projection: bool = field(
+        default=True,
+        metadata={
+            "help": "Project the head's gradient orthogonal to the previous step's (the paper's gradient "
+            "modification)."
+        },
+    )
+    eval_fusion: Literal["entropy", "model"] = field(
+        default="entropy",
+        metadata={
+            "help": "Evaluation logits: 'entropy' (the paper's uncertainty-weighted fusion of the per-modality "
+            "logits) or 'model' (the model's fused logits with every modality present)."
+        },
+    )
 
 
 def unimodal_head_logits(model: MultimodalModel, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -67,6 +77,24 @@ def project_orthogonal(g: torch.Tensor, g_prev: torch.Tensor) -> torch.Tensor:
 
 class MLA(Modulation):
     name = "mla"
+    label = "MLA"
+    title = "MLA (Multimodal Learning with Alternating Unimodal Adaptation)"
+    paper = Paper(
+        "Multimodal Representation Learning by Alternating Unimodal Adaptation", "CVPR 2024",
+        "https://arxiv.org/abs/2311.10707",
+    )
+    citation = """@inproceedings{zhang2024multimodal,
+  title     = {Multimodal Representation Learning by Alternating Unimodal Adaptation},
+  author    = {Zhang, Xiaohui and Yoon, Jaehong and Bansal, Mohit and Yao, Huaxiu},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  pages     = {27456--27466},
+  year      = {2024}
+}"""
+    metric_prefix = "mla"
+    metrics = (
+        Metric("mla/loss/<m>", "the fused cross-entropy of a step that trains m"),
+        Metric("mla/head_cos", "cosine between the head's gradient and the previous step's, before the projection"),
+    )
     default_start = 0.0
     Config = MLAConfig
     reads_gradients = True

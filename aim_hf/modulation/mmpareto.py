@@ -32,8 +32,8 @@ from typing import Any
 import torch
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, all_reduce_sum, rank_and_world
-from .unimodal_losses import unimodal_cross_entropies
+from .base import Metric, Modulation, Paper
+from .mechanics import all_reduce_sum, rank_and_world, unimodal_cross_entropies
 
 
 def pareto_weights(g_mm: torch.Tensor, g_u: torch.Tensor) -> tuple[float, float, float]:
@@ -58,6 +58,27 @@ def pareto_combine(g_mm: torch.Tensor, g_u: torch.Tensor) -> tuple[torch.Tensor,
 
 class MMPareto(Modulation):
     name = "mmpareto"
+    label = "MMPareto"
+    title = "MMPareto (Pareto combination of the multimodal and unimodal gradients)"
+    paper = Paper(
+        "MMPareto: Boosting Multimodal Learning with Innocent Unimodal Assistance", "ICML 2024",
+        "https://arxiv.org/abs/2405.17730",
+    )
+    citation = """@inproceedings{wei2024mmpareto,
+  title     = {{MMPareto}: Boosting Multimodal Learning with Innocent Unimodal Assistance},
+  author    = {Wei, Yake and Hu, Di},
+  booktitle = {Proceedings of the 41st International Conference on Machine Learning (ICML)},
+  series    = {Proceedings of Machine Learning Research},
+  volume    = {235},
+  year      = {2024}
+}"""
+    metric_prefix = "mmpareto"
+    metrics = (
+        Metric("unimodal/loss/<m>", "m's own cross-entropy, averaged over the step's samples"),
+        Metric("mmpareto/active", "1 inside the modulation window"),
+        Metric("mmpareto/cos/<m>", "cosine between encoder m's multimodal and unimodal gradients"),
+        Metric("mmpareto/weight_mm/<m>", "the weight of the multimodal gradient (1/2 without conflict)"),
+    )
     default_start = 0.0
     reads_gradients = True
 

@@ -24,25 +24,19 @@ Modulation for Balanced Multimodal Learning") names it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums, choose_scaling_mode, true_class_probabilities, with_sample_count
+from .base import Metric, Modulation, Paper, Summary
+from .mechanics import StepSums, choose_scaling_mode, discrepancy_ratios, true_class_probabilities, with_sample_count
 
 # GE's noise std as a multiple of the gradient's std, per mode, when `noise_scale` is None. Under
 # Adam, noise as large as the gradient's own spread swamps its signal, so update mode uses a tenth
 # (our choice, untuned).
 DEFAULT_NOISE_SCALE = {"gradient": 1.0, "update": 0.1}
-
-
-def discrepancy_ratios(scores: torch.Tensor) -> torch.Tensor:
-    """`rho_m = s_m / mean_{m' != m} s_m'` for a 1-D tensor of per-modality scores (for two
-    modalities the paper's `s_a / s_b`)."""
-    others = (scores.sum() - scores) / (scores.numel() - 1)
-    return scores / others.clamp(min=1e-12)
 
 
 def ogm_coefficients(scores: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,19 +51,34 @@ def ogm_coefficients(scores: torch.Tensor, alpha: float) -> tuple[torch.Tensor, 
 class OGMGEConfig:
     """OGM-GE's hyperparameters (`modulation_kwargs`); defaults: the reference code's, except where marked."""
 
-    alpha: float = 0.8
-    """alpha in k = 1 - tanh(alpha * rho)."""
-    noise: bool = True
-    """GE: add Gaussian noise scaled by each gradient's std; False gives plain OGM (TPAMI 2024)."""
-    mode: Literal["auto", "gradient", "update"] = "auto"
-    """What k scales: 'gradient' (the reference, for SGD), 'update' (the encoder's learning rate for the
-    step; ours, since Adam cancels a gradient factor), 'auto' ('update' under an adaptive optimizer)."""
-    noise_scale: float | None = None
-    """GE's noise std as a multiple of the gradient's std; None: 1.0 (the reference) in gradient mode,
-    0.1 in update mode (ours, untuned)."""
-    conv_only: bool = False
-    """Modulate only 4-D (convolution) gradients, as the reference does (which leaves a transformer
-    untouched); the default (ours) modulates every encoder parameter."""
+    alpha: float = field(default=0.8, metadata={"help": "alpha in k = 1 - tanh(alpha * rho)."})
+    noise: bool = field(
+        default=True,
+        metadata={
+            "help": "GE: add Gaussian noise scaled by each gradient's std; False gives plain OGM (TPAMI 2024)."
+        },
+    )
+    mode: Literal["auto", "gradient", "update"] = field(
+        default="auto",
+        metadata={
+            "help": "What k scales: 'gradient' (the reference, for SGD), 'update' (the encoder's learning rate for "
+            "the step; ours, since Adam cancels a gradient factor), 'auto' ('update' under an adaptive optimizer)."
+        },
+    )
+    noise_scale: float | None = field(
+        default=None,
+        metadata={
+            "help": "GE's noise std as a multiple of the gradient's std; None: 1.0 (the reference) in gradient "
+            "mode, 0.1 in update mode (ours, untuned)."
+        },
+    )
+    conv_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Modulate only 4-D (convolution) gradients, as the reference does (which leaves a transformer "
+            "untouched); the default (ours) modulates every encoder parameter."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.noise_scale is not None and self.noise_scale < 0:
@@ -78,6 +87,27 @@ class OGMGEConfig:
 
 class OGMGE(Modulation):
     name = "ogm_ge"
+    label = "OGM-GE"
+    title = "OGM-GE (On-the-fly Gradient Modulation with Generalization Enhancement)"
+    paper = Paper(
+        "Balanced Multimodal Learning via On-the-fly Gradient Modulation", "CVPR 2022",
+        "https://arxiv.org/abs/2203.15332",
+    )
+    citation = """@inproceedings{peng2022balanced,
+  title     = {Balanced Multimodal Learning via On-the-fly Gradient Modulation},
+  author    = {Peng, Xiaokang and Wei, Yake and Deng, Andong and Wang, Dong and Hu, Di},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  pages     = {8238--8247},
+  year      = {2022}
+}"""
+    metric_prefix = "ogm"
+    metrics = (
+        Metric("ogm/active", "1 inside the modulation window"),
+        Metric("ogm/score/<m>", "mean true-class probability of m's share of the fused logits"),
+        Metric("ogm/ratio/<m>", "m's score over the others' (rho)"),
+        Metric("ogm/coeff/<m>", "the coefficient k on m's gradient or update (1 outside the window)"),
+    )
+    summary = Summary("ogm/coeff", "min", "k")
     default_start = 0.0
     Config = OGMGEConfig
     reads_gradients = True

@@ -22,14 +22,14 @@ several processes drops exactly the samples the same global batch drops on one p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums, rank_and_world, true_class_probabilities, with_sample_count
-from .ogm_ge import discrepancy_ratios
+from .base import Metric, Modulation, Paper
+from .mechanics import StepSums, discrepancy_ratios, rank_and_world, true_class_probabilities, with_sample_count
 
 
 @dataclass
@@ -37,10 +37,18 @@ class OPMConfig:
     """OPM's hyperparameters (`modulation_kwargs`). The values are ours (the reference's defaults were
     not checked): see docs/methods/opm.md."""
 
-    q_base: float = 0.5
-    """Drop probability of a dominant modality at `rho = 1` (the base of the formula)."""
-    lam: float = 0.5
-    """How fast the drop probability grows with the imbalance: `q_base * (1 + lam * tanh(rho - 1))`."""
+    q_base: float = field(
+        default=0.5,
+        metadata={
+            "help": "Drop probability of a dominant modality at `rho = 1` (the base of the formula)."
+        },
+    )
+    lam: float = field(
+        default=0.5,
+        metadata={
+            "help": "How fast the drop probability grows with the imbalance: `q_base * (1 + lam * tanh(rho - 1))`."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.q_base <= 1:
@@ -59,6 +67,29 @@ def drop_probabilities(scores: torch.Tensor, q_base: float, lam: float) -> tuple
 
 class OPM(Modulation):
     name = "opm"
+    label = "OPM"
+    title = "OPM (On-the-fly Prediction Modulation)"
+    paper = Paper(
+        "On-the-fly Modulation for Balanced Multimodal Learning", "IEEE TPAMI 2025",
+        "https://arxiv.org/abs/2410.11582",
+    )
+    citation = """@article{wei2025onthefly,
+  title   = {On-the-fly Modulation for Balanced Multimodal Learning},
+  author  = {Wei, Yake and Hu, Di and Du, Henghui and Wen, Ji-Rong},
+  journal = {IEEE Transactions on Pattern Analysis and Machine Intelligence},
+  volume  = {47},
+  number  = {1},
+  pages   = {469--485},
+  year    = {2025}
+}"""
+    metric_prefix = "opm"
+    metrics = (
+        Metric("opm/active", "1 when the next step's drops are on"),
+        Metric("opm/score/<m>", "mean true-class probability of m's share, over the samples that kept m"),
+        Metric("opm/ratio/<m>", "m's score over the others' (rho)"),
+        Metric("opm/drop_prob/<m>", "the probability of dropping m's feature in the next step"),
+        Metric("opm/dropped/<m>", "the share of this step's samples whose m feature was dropped"),
+    )
     default_start = 0.0
     Config = OPMConfig
 

@@ -20,27 +20,36 @@ the same prototypes and coefficients. Which parts are the paper's: docs/methods/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums, with_sample_count
-from .ogm_ge import discrepancy_ratios
+from .base import Metric, Modulation, Paper
+from .mechanics import StepSums, discrepancy_ratios, with_sample_count
 
 
 @dataclass
 class PMRConfig:
     """PMR's hyperparameters (`modulation_kwargs`); defaults: BalanceBenchmark's PMR configuration."""
 
-    alpha: float = 0.6
-    """Strength in `beta = tanh(alpha * (1 / rho - 1))` and `mu = tanh(alpha * (rho - 1))`."""
-    momentum: float = 0.5
-    """EMA momentum of the prototypes (the share of the old prototype kept at each step)."""
-    entropy_regularizer: bool = True
-    """Add the prototype entropy regulariser for the dominant modality."""
+    alpha: float = field(
+        default=0.6,
+        metadata={
+            "help": "Strength in `beta = tanh(alpha * (1 / rho - 1))` and `mu = tanh(alpha * (rho - 1))`."
+        },
+    )
+    momentum: float = field(
+        default=0.5,
+        metadata={
+            "help": "EMA momentum of the prototypes (the share of the old prototype kept at each step)."
+        },
+    )
+    entropy_regularizer: bool = field(
+        default=True, metadata={"help": "Add the prototype entropy regulariser for the dominant modality."}
+    )
 
     def __post_init__(self) -> None:
         if self.alpha < 0:
@@ -66,6 +75,26 @@ def pmr_coefficients(scores: torch.Tensor, alpha: float) -> tuple[torch.Tensor, 
 
 class PMR(Modulation):
     name = "pmr"
+    label = "PMR"
+    title = "PMR (Prototypical Modal Rebalance)"
+    paper = Paper(
+        "PMR: Prototypical Modal Rebalance for Multimodal Learning", "CVPR 2023", "https://arxiv.org/abs/2211.07089"
+    )
+    citation = """@inproceedings{fan2023pmr,
+  title     = {{PMR}: Prototypical Modal Rebalance for Multimodal Learning},
+  author    = {Fan, Yunfeng and Xu, Wenchao and Wang, Haozhao and Wang, Junxiao and Guo, Song},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  pages     = {20029--20038},
+  year      = {2023}
+}"""
+    metric_prefix = "pmr"
+    metrics = (
+        Metric("pmr/active", "1 when the next step's coefficients are on (once every class has a prototype)"),
+        Metric("pmr/score/<m>", "mean prototype probability of the true class"),
+        Metric("pmr/ratio/<m>", "m's score over the others' (rho)"),
+        Metric("pmr/beta/<m>", "the weight of m's prototypical cross-entropy in the next step (weak modalities)"),
+        Metric("pmr/mu/<m>", "the weight of m's prototype entropy regulariser in the next step (dominant modalities)"),
+    )
     default_start = 0.0
     Config = PMRConfig
 

@@ -31,16 +31,22 @@ What is the paper's, the reference code's and ours: docs/methods/redreg.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums, resolve_step, true_class_probabilities, with_sample_count
-from .inforeg import EncoderAnchors
-from .unimodal_losses import unimodal_cross_entropies
+from .base import Metric, Modulation, Paper
+from .mechanics import (
+    EncoderAnchors,
+    StepSums,
+    resolve_step,
+    true_class_probabilities,
+    unimodal_cross_entropies,
+    with_sample_count,
+)
 
 EPS = 1e-12
 
@@ -49,23 +55,35 @@ EPS = 1e-12
 class RedRegConfig:
     """RedReg's hyperparameters (`modulation_kwargs`); defaults: the reference code's."""
 
-    window: int = 10
-    """W: steps averaged on each side of the effective gain growth rate."""
-    gamma: float = 0.6
-    """Weight of the growth rate in the phase monitor `r = red - gamma * max(g, 0)`."""
-    trigger: float = 0.15
-    """The dominant modality is regulated when `r > trigger` (the reference's R)."""
-    momentum: float = 0.9
-    """Momentum of the running mean that normalises the redundancy."""
-    scale: float = 0.9
-    """Strength in `beta = exp(scale * tanh(gap))` (the reference's beta_scale)."""
-    gate_start: float = 0.2
-    """Co-information gate threshold at the first step, rising linearly to `gate_end` at the last."""
-    gate_end: float = 0.5
-    """Co-information gate threshold at the last step."""
-    period: float = 0.0125
-    """Optimizer steps between two anchor refreshes (the reference: one epoch, of 80 = 0.0125); < 1 a
-    fraction of all steps, >= 1 a number of steps; at least one step (ours)."""
+    window: int = field(
+        default=10, metadata={"help": "W: steps averaged on each side of the effective gain growth rate."}
+    )
+    gamma: float = field(
+        default=0.6, metadata={"help": "Weight of the growth rate in the phase monitor `r = red - gamma * max(g, 0)`."}
+    )
+    trigger: float = field(
+        default=0.15, metadata={"help": "The dominant modality is regulated when `r > trigger` (the reference's R)."}
+    )
+    momentum: float = field(
+        default=0.9, metadata={"help": "Momentum of the running mean that normalises the redundancy."}
+    )
+    scale: float = field(
+        default=0.9, metadata={"help": "Strength in `beta = exp(scale * tanh(gap))` (the reference's beta_scale)."}
+    )
+    gate_start: float = field(
+        default=0.2,
+        metadata={
+            "help": "Co-information gate threshold at the first step, rising linearly to `gate_end` at the last."
+        },
+    )
+    gate_end: float = field(default=0.5, metadata={"help": "Co-information gate threshold at the last step."})
+    period: float = field(
+        default=0.0125,
+        metadata={
+            "help": "Optimizer steps between two anchor refreshes (the reference: one epoch, of 80 = 0.0125); < 1 "
+            "a fraction of all steps, >= 1 a number of steps; at least one step (ours)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -102,6 +120,29 @@ def gate_threshold(start: float, end: float, global_step: int, max_steps: int) -
 
 class RedReg(Modulation):
     name = "redreg"
+    label = "RedReg"
+    title = "RedReg (Adaptive Redundancy Regulation)"
+    paper = Paper(
+        "Adaptive Redundancy Regulation for Balanced Multimodal Information Refinement", "arXiv 2025",
+        "https://arxiv.org/abs/2511.13755",
+    )
+    citation = """@article{yang2025adaptive,
+  title   = {Adaptive Redundancy Regulation for Balanced Multimodal Information Refinement},
+  author  = {Yang, Zhe and Li, Wenrui and Chen, Hongtao and Wang, Penghong and Xiong, Ruiqin and Fan, Xiaopeng},
+  journal = {arXiv preprint arXiv:2511.13755},
+  year    = {2025}
+}"""
+    metric_prefix = "redreg"
+    metrics = (
+        Metric("redreg/active", "1 inside the modulation window"),
+        Metric("redreg/agreement", "mean cosine between the dominant modality's share and the others'"),
+        Metric("redreg/gate_open", "1 when the agreement exceeds the co-information gate's threshold"),
+        Metric("redreg/score/<m>", "mean true-class probability of m's share of the fused logits"),
+        Metric("redreg/growth/<m>", "m's effective gain growth rate"),
+        Metric("redreg/redundancy/<m>", "m's normalised redundancy"),
+        Metric("redreg/phase/<m>", "m's redundancy phase monitor r"),
+        Metric("redreg/coeff/<m>", "the pull beta on encoder m in this step (0: none)"),
+    )
     default_start = 0.0
     Config = RedRegConfig
     reads_gradients = True  # the projection and the overflow check read `.grad`

@@ -11,26 +11,20 @@ logged as `unimodal/loss/{m}`, averaged over the step's micro-batches and all pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation, StepSums
-
-
-def unimodal_cross_entropies(outputs: MultimodalOutput, modalities: list[str], labels: torch.Tensor) -> torch.Tensor:
-    """Each modality's cross-entropy on its share of the fused logits, in `modalities`' order."""
-    return torch.stack([F.cross_entropy(outputs.modality_logits[m].float(), labels) for m in modalities])
+from .base import Metric, Modulation
+from .mechanics import StepSums, unimodal_cross_entropies
 
 
 @dataclass
 class UnimodalLossesConfig:
     """The unimodal losses' hyperparameters (`modulation_kwargs`)."""
 
-    weight: float = 1.0
-    """Weight of the sum of the modalities' own cross-entropies."""
+    weight: float = field(default=1.0, metadata={"help": "Weight of the sum of the modalities' own cross-entropies."})
 
     def __post_init__(self) -> None:
         if self.weight < 0:
@@ -39,6 +33,10 @@ class UnimodalLossesConfig:
 
 class UnimodalLosses(Modulation):
     name = "unimodal_losses"
+    label = "Unimodal losses"
+    title = "unimodal losses (joint training plus each modality's own cross-entropy)"
+    metric_prefix = "unimodal"
+    metrics = (Metric("unimodal/loss/<m>", "m's own cross-entropy, averaged over the step's samples"),)
     default_start = 0.0
     Config = UnimodalLossesConfig
 
