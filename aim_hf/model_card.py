@@ -18,7 +18,8 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers.modelcard import extract_hyperparameters_from_trainer
 
-from .modulation.base import resolve_step
+from .modulation.base import Modulation, resolve_step
+from .modulation.composite import members_of
 from .training_args import AIMConfig
 
 if TYPE_CHECKING:
@@ -173,12 +174,23 @@ _RESOLVED = {"modulation_start": "start"}
 
 
 def _method_hyperparameters(trainer: AIMTrainer) -> dict[str, Any]:
+    """Each method's hyperparameters (`_member_hyperparameters`); a composition's as
+    `<method>.<option>`, member by member."""
+    members = members_of(trainer.modulation)
+    return {
+        (f"{member.name}.{key}" if len(members) > 1 else key): value
+        for member in members
+        for key, value in _member_hyperparameters(trainer, member).items()
+    }
+
+
+def _member_hyperparameters(trainer: AIMTrainer, modulation: Modulation) -> dict[str, Any]:
     """The modulation schedule, the fields of the method's own prefix (`aim_*`) and the method's own
     options (its `Config`, given in `modulation_kwargs`), with the values the run used: an option
     left to its default or `auto` shows what that resolved to (for a `Config` option, the
     modulation object's attribute of the same name, where it has one)."""
-    args, modulation = trainer.args, trainer.modulation
-    prefix = args.modulation.split("_")[0] + "_"
+    args = trainer.args
+    prefix = modulation.name.split("_")[0] + "_"
     given_used: dict[str, tuple[Any, Any]] = {}
     for name in ["modulation_start", "modulation_end"]:
         given = getattr(args, name)
@@ -198,6 +210,11 @@ def _method_hyperparameters(trainer: AIMTrainer) -> dict[str, Any]:
             shown = f"{used} (step {resolve_step(used, trainer.state.max_steps)})"
         values[name] = f"{shown} (`{given}`)" if given is not None and given != used else shown
     return values
+
+
+def _method(name: str) -> dict[str, Any]:
+    """What the card says about the method `name` (`METHODS`; a method missing there by its name)."""
+    return {"name": name, **METHODS.get(name, {"title": name, "paper": None, "citations": [AIM_CITATION]})}
 
 
 def _source(name_or_path: str) -> str:
@@ -294,8 +311,11 @@ def build_model_card(
         dataset = getattr(getattr(trainer.train_dataset, "info", None), "dataset_name", None)
     encoders = _encoders(trainer)
     plots = plot_run(trainer.state.log_history, output_dir)
-    unknown_method = {"title": args.modulation, "paper": None, "citations": [AIM_CITATION]}
-    method = {"name": args.modulation, **METHODS.get(args.modulation, unknown_method)}
+    method_names = [m.name for m in members_of(trainer.modulation)]
+    members = [_method(name) for name in method_names]
+    method = members[0]
+    if len(members) > 1:  # a composition: titled by its members' titles, their papers in the citations
+        method = {"name": args.modulation, "title": " + ".join(m["title"] for m in members), "paper": None}
     tags = [tags] if isinstance(tags, str) else list(tags or [])
     base_models = [e["hub_id"] for e in encoders if e["hub_id"]]
     card_data = ModelCardData(
@@ -305,7 +325,7 @@ def build_model_card(
         datasets=[dataset] if hub_id(dataset) else None,
         license=license,
         language=language,
-        tags=list(dict.fromkeys(["aim_hf", "multimodal", "balanced-multimodal-learning", args.modulation, *tags])),
+        tags=list(dict.fromkeys(["aim_hf", "multimodal", "balanced-multimodal-learning", *method_names, *tags])),
     )
     return ModelCard.from_template(
         card_data,
@@ -324,7 +344,7 @@ def build_model_card(
         method_hyperparameters=_method_hyperparameters(trainer),
         hyperparameters=_training_hyperparameters(trainer),
         versions=_versions(),
-        citations=method["citations"],
+        citations=list(dict.fromkeys(c for m in members for c in m["citations"])),
         accuracy_plot=os.path.basename(plots["accuracy"]) if "accuracy" in plots else None,
         modulation_plot=os.path.basename(plots["modulation"]) if "modulation" in plots else None,
         **_results(trainer.state.log_history, model.modalities),

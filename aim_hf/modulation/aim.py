@@ -149,6 +149,7 @@ class AIM(Modulation):
     name = "aim"
     default_start = 0.1
     reads_gradients = True
+    forward_arguments = ("unit_masks", "auxiliary_head_grad", "auxiliary_detach")
 
     def __init__(self, model: MultimodalModel, args: Any) -> None:
         super().__init__(model, args)
