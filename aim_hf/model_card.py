@@ -21,6 +21,7 @@ from transformers.modelcard import extract_hyperparameters_from_trainer
 from .modulation.aim import AIM
 from .modulation.base import Modulation
 from .modulation.mechanics import resolve_step
+from .modulation.composite import members_of
 from .training_args import AIMConfig
 
 if TYPE_CHECKING:
@@ -115,12 +116,23 @@ _RESOLVED = {"modulation_start": "start"}
 
 
 def _method_hyperparameters(trainer: AIMTrainer) -> dict[str, Any]:
+    """Each method's hyperparameters (`_member_hyperparameters`); a composition's as
+    `<method>.<option>`, member by member."""
+    members = members_of(trainer.modulation)
+    return {
+        (f"{member.name}.{key}" if len(members) > 1 else key): value
+        for member in members
+        for key, value in _member_hyperparameters(trainer, member).items()
+    }
+
+
+def _member_hyperparameters(trainer: AIMTrainer, modulation: Modulation) -> dict[str, Any]:
     """The modulation schedule, the fields of the method's own prefix (`aim_*`) and the method's own
     options (its `Config`, given in `modulation_kwargs`), with the values the run used: an option
     left to its default or `auto` shows what that resolved to (for a `Config` option, the
     modulation object's attribute of the same name, where it has one)."""
-    args, modulation = trainer.args, trainer.modulation
-    prefix = args.modulation.split("_")[0] + "_"
+    args = trainer.args
+    prefix = modulation.name.split("_")[0] + "_"
     given_used: dict[str, tuple[Any, Any]] = {}
     for name in ["modulation_start", "modulation_end"]:
         given = getattr(args, name)
@@ -147,9 +159,10 @@ def _method(cls: type[Modulation]) -> dict[str, Any]:
     return {"name": cls.name, "title": cls.title or cls.name, "paper": cls.paper}
 
 
-def _citations(cls: type[Modulation]) -> list[str]:
-    """The card's BibTeX entries: the method's own, then AIM's, the method this library is built around."""
-    return list(dict.fromkeys(c for c in (cls.citation, AIM.citation) if c))
+def _citations(*classes: type[Modulation]) -> list[str]:
+    """The card's BibTeX entries: each method's own (a composition's members in order), then AIM's, the
+    method this library is built around."""
+    return list(dict.fromkeys(c for c in (*(cls.citation for cls in classes), AIM.citation) if c))
 
 
 def _source(name_or_path: str) -> str:
@@ -246,7 +259,10 @@ def build_model_card(
         dataset = getattr(getattr(trainer.train_dataset, "info", None), "dataset_name", None)
     encoders = _encoders(trainer)
     plots = plot_run(trainer.state.log_history, output_dir)
-    method = _method(type(trainer.modulation))
+    members = [type(m) for m in members_of(trainer.modulation)]
+    method = _method(members[0])
+    if len(members) > 1:  # a composition: titled by its members' titles, their papers in the citations
+        method = {"name": args.modulation, "title": " + ".join(_method(m)["title"] for m in members), "paper": None}
     tags = [tags] if isinstance(tags, str) else list(tags or [])
     base_models = [e["hub_id"] for e in encoders if e["hub_id"]]
     card_data = ModelCardData(
@@ -256,7 +272,7 @@ def build_model_card(
         datasets=[dataset] if hub_id(dataset) else None,
         license=license,
         language=language,
-        tags=list(dict.fromkeys(["aim_hf", "multimodal", "balanced-multimodal-learning", args.modulation, *tags])),
+        tags=list(dict.fromkeys(["aim_hf", "multimodal", "balanced-multimodal-learning", *(m.name for m in members), *tags])),
     )
     return ModelCard.from_template(
         card_data,
@@ -275,7 +291,7 @@ def build_model_card(
         method_hyperparameters=_method_hyperparameters(trainer),
         hyperparameters=_training_hyperparameters(trainer),
         versions=_versions(),
-        citations=_citations(type(trainer.modulation)),
+        citations=_citations(*members),
         accuracy_plot=os.path.basename(plots["accuracy"]) if "accuracy" in plots else None,
         modulation_plot=os.path.basename(plots["modulation"]) if "modulation" in plots else None,
         **_results(trainer.state.log_history, model.modalities),

@@ -23,7 +23,8 @@ class _ModulationHelp(Mapping):
         methods = ", ".join(f"'{name}' ({cls.label})" for name, cls in MODULATIONS.items())
         return (
             f"Balanced-learning method: {methods}. `aim-hf methods` lists them with their papers, "
-            "`aim-hf methods NAME` one method's options; docs/methods/<method>.md."
+            "`aim-hf methods NAME` one method's options; docs/methods/<method>.md. Several methods trained "
+            "together: joined by '+', e.g. 'aim+unimodal_losses' (a list in Python; docs/methods/compositions.md)."
         )
 
     def __iter__(self) -> Iterator[str]:
@@ -47,6 +48,10 @@ class AIMConfig(TrainingArguments):
     `AIMConfig(modulation="ogm_ge", modulation_kwargs={"alpha": 0.3})` or on the command line
     `--modulation ogm_ge --modulation_kwargs '{"alpha": 0.3}'`. (AIM's `aim_*` fields move there later.)
 
+    Several methods train together as a composition: `modulation="aim+unimodal_losses"`, or a list
+    (`["aim", "unimodal_losses"]`, stored joined by `+`), each method's options under its name in
+    `modulation_kwargs`; what each hook then does: `aim_hf.modulation.composite`.
+
     `remove_unused_columns` defaults to `False`: the raw modality columns (images, audio, text) are
     consumed by the [`MultimodalCollator`], not by the model's `forward`.
     """
@@ -69,7 +74,8 @@ class AIMConfig(TrainingArguments):
             "help": "The method's own hyperparameters, as a JSON object (a mapping in a YAML/JSON config file), "
             'e.g. \'{"alpha": 0.3}\' for ogm_ge. Each method lists its options in the dataclass `Config` beside '
             "it (docs/methods/<method>.md); an unknown key fails with the method's options. AIM still takes its "
-            "aim_* options."
+            "aim_* options. A composition keys each method's options by its name, e.g. "
+            '\'{"unimodal_losses": {"weight": 0.5}, "ogm_ge": {"alpha": 0.3}}\'.'
         },
     )
     learning_rate_mapping: dict | str | None = field(
@@ -176,8 +182,10 @@ class AIMConfig(TrainingArguments):
         if not torch.accelerator.is_available():
             self.dataloader_pin_memory = False  # pinning needs a GPU; else torch warns on every run
         from .modulation import MODULATIONS
+        from .modulation.composite import composition_members, is_composition, join_methods
 
-        if self.modulation not in MODULATIONS:
+        self.modulation = join_methods(self.modulation)  # a list in Python: a composition
+        if self.modulation not in MODULATIONS and not is_composition(self.modulation):
             raise ValueError(f"Unknown modulation {self.modulation!r}: choose one of {', '.join(MODULATIONS)}.")
         if self.modulation_start is not None and self.modulation_start < 0:
             raise ValueError(f"modulation_start must be >= 0, got {self.modulation_start}.")
@@ -185,7 +193,11 @@ class AIMConfig(TrainingArguments):
         self.learning_rate_mapping = check_learning_rate_mapping(
             _json_mapping("learning_rate_mapping", self.learning_rate_mapping)
         )
-        MODULATIONS[self.modulation].make_config(self.modulation_kwargs)  # fail at parse time, not in the trainer
+        # Fail at parse time, not in the trainer.
+        if is_composition(self.modulation):
+            composition_members(self.modulation, self.modulation_kwargs, MODULATIONS)
+        else:
+            MODULATIONS[self.modulation].make_config(self.modulation_kwargs)
         if self.aim_r_max < 0 or self.aim_r_max > 1:
             raise ValueError(f"aim_r_max must lie in [0, 1], got {self.aim_r_max}.")
         if not 0 <= self.aim_min_lambda < 1:

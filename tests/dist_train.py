@@ -1,4 +1,5 @@
-"""Train tiny multimodal models with every modulation method and save what each run ends with.
+"""Train tiny multimodal models with every modulation method (and the compositions in `COMPOSITIONS`)
+and save what each run ends with.
 
 The multi-process tests launch this file (`torchrun` / `accelerate launch`); the single-process
 tests import its helpers, so that both sides build exactly the same runs:
@@ -33,6 +34,9 @@ from aim_hf import MODULATIONS, AIMTrainer, MultimodalCollator, MultimodalModel,
 from tiny import NUM_LABELS, make_processors, make_rows, tiny_args
 
 MODALITIES = ("vision", "audio", "text")
+# The compositions the infrastructure tests run beside every single method.
+COMPOSITIONS = ("aim+unimodal_losses", "ogm_ge+unimodal_losses")
+METHODS = (*MODULATIONS, *COMPOSITIONS)
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
@@ -98,7 +102,7 @@ def make_trainer(
     """A trainer of `model` (default: the tiny model, `build_model`) with `method`, deterministic on
     CPU; `overrides` are AIMConfig fields."""
     defaults = dict(modulation=method, modulation_start=0, per_device_train_batch_size=2, logging_steps=1)
-    if method == "aim":
+    if "aim" in method.split("+"):
         # The tiny models' depth scores sit near chance, where DAM's capacity bound leaves no
         # Auxiliary Block: uncapped, the masked auxiliary pass runs and is what these tests check.
         defaults["aim_dam_cap"] = "none"
@@ -147,7 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("encoders", help="folder written by tiny.save_tiny_encoders")
     parser.add_argument("out", help="folder for the {method}-rank{rank}.pt snapshots")
-    parser.add_argument("--methods", nargs="*", default=list(MODULATIONS))
+    parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()

@@ -1,5 +1,6 @@
 """Two processes (DDP over gloo on CPU) train exactly as one process with the same global batch,
-for every modulation method, launched with `torchrun` and with `accelerate launch`.
+for every modulation method and the compositions of `dist_train.COMPOSITIONS`, launched with
+`torchrun` and with `accelerate launch`.
 
 The default sampler needs no help: two processes with batch b take, at each step, the rows the
 single process takes with batch 2b (rank 0 the first half, rank 1 the second); the tests check it.
@@ -17,8 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aim_hf import MODULATIONS
-from dist_train import assert_close, make_trainer, snapshot
+from dist_train import METHODS, assert_close, make_trainer, snapshot
 
 SCRIPT = Path(__file__).parent / "dist_train.py"
 BATCH, STEPS = 2, 4
@@ -45,7 +45,7 @@ def single_process(encoder_paths, tmp_path_factory) -> dict[str, dict]:
     """Each method trained on one process with the global batch (2 x BATCH)."""
     out = tmp_path_factory.mktemp("single")
     results = {}
-    for method in MODULATIONS:
+    for method in METHODS:
         trainer = make_trainer(
             method, encoder_paths, out / method, per_device_train_batch_size=2 * BATCH, max_steps=STEPS
         )
@@ -58,7 +58,7 @@ def single_process(encoder_paths, tmp_path_factory) -> dict[str, dict]:
 def test_two_processes_match_one(launcher, encoder_paths, single_process, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, *LAUNCHERS[launcher](), str(SCRIPT), str(Path(encoder_paths["vocab"]).parent)]
-    command += [str(tmp_path), "--batch-size", str(BATCH), "--steps", str(STEPS), "--methods", *MODULATIONS]
+    command += [str(tmp_path), "--batch-size", str(BATCH), "--steps", str(STEPS), "--methods", *METHODS]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from aim_hf import MODULATIONS
-from dist_train import assert_close, make_trainer, snapshot
+from dist_train import METHODS, assert_close, make_trainer, snapshot
 
 MICRO, K, STEPS = 2, 2, 3
 
 
-@pytest.mark.parametrize("method", list(MODULATIONS))
+@pytest.mark.parametrize("method", METHODS)
 def test_accumulation_equals_big_batch(method, encoder_paths, tmp_path):
     runs = {}
     for name, batch, accumulation in (("big", MICRO * K, 1), ("accumulated", MICRO, K)):
@@ -43,7 +43,7 @@ def test_accumulation_equals_big_batch(method, encoder_paths, tmp_path):
     assert_close(accumulated["params"], big["params"], f"{method} params")
 
 
-@pytest.mark.parametrize("method", list(MODULATIONS))
+@pytest.mark.parametrize("method", METHODS)
 def test_bf16_on_cpu_trains_without_nan(method, encoder_paths, tmp_path):
     trainer = make_trainer(method, encoder_paths, tmp_path, bf16=True, max_steps=3)
     seen = []
@@ -69,7 +69,7 @@ def load_gpu_check():
     return module
 
 
-@pytest.mark.parametrize("method", list(MODULATIONS))
+@pytest.mark.parametrize("method", METHODS)
 def test_skipped_overflow_step_leaves_no_trace(method, tmp_path):
     """The GradScaler path of gpu_check.py, on CPU with a CPU GradScaler: a step whose gradients
     overflow is skipped and changes neither the parameters nor the modulation state, and the

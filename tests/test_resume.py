@@ -6,8 +6,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from aim_hf import MODULATIONS
-from dist_train import assert_close, make_trainer, snapshot
+from dist_train import METHODS, assert_close, make_trainer, snapshot
 
 # 16 rows, batch 4: 4 steps per epoch; checkpoint 3 falls inside the first epoch, step 5 in the second.
 RUN = dict(per_device_train_batch_size=4, max_steps=5, save_strategy="steps", save_steps=3)
@@ -28,7 +27,7 @@ class CrashAtStep(TrainerCallback):
             raise Crash(f"simulated crash at step {self.step}")
 
 
-@pytest.mark.parametrize("method", list(MODULATIONS))
+@pytest.mark.parametrize("method", METHODS)
 def test_resume_equals_uninterrupted(method, encoder_paths, tmp_path):
     full = make_trainer(method, encoder_paths, tmp_path / "full", **RUN)
     full.train()

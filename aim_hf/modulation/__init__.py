@@ -11,6 +11,7 @@ from ..modeling import MultimodalModel
 from .agm import AGM
 from .aim import AIM
 from .base import Modulation
+from .composite import Composition, composition_members, is_composition
 from .inforeg import InfoReg
 from .mla import MLA
 from .mmpareto import MMPareto
@@ -29,13 +30,16 @@ MODULATIONS: dict[str, type[Modulation]] = {
 def build_modulation(name: str, model: MultimodalModel, args: Any) -> Modulation:
     """The modulation method `name` for `model`, configured by `args` (an `AIMConfig`): the method
     checks `args.modulation_kwargs` against its `Config` (see `Modulation.make_config`) and reads
-    the result as `self.config`."""
+    the result as `self.config`. A name such as `"aim+unimodal_losses"` builds a `Composition`
+    (`composite`), each member with its own entry of `args.modulation_kwargs`."""
+    if is_composition(name):
+        return Composition(model, args, composition_members(name, args.modulation_kwargs, MODULATIONS))
     if name not in MODULATIONS:
         raise ValueError(f"Unknown modulation {name!r}: choose one of {', '.join(MODULATIONS)}.")
     return MODULATIONS[name](model, args)
 
 
 __all__ = [
-    "AGM", "AIM", "InfoReg", "MLA", "MMPareto", "MODULATIONS", "Modulation", "NoModulation", "OGMGE", "OPM",
-    "PMR", "RedReg", "UnimodalLosses", "build_modulation",
+    "AGM", "AIM", "Composition", "InfoReg", "MLA", "MMPareto", "MODULATIONS", "Modulation", "NoModulation", "OGMGE",
+    "OPM", "PMR", "RedReg", "UnimodalLosses", "build_modulation",
 ]  # fmt: skip

@@ -170,6 +170,7 @@ class AIM(Modulation):
     summary = Summary("aim/lambda", "max", "λ")
     default_start = 0.1
     reads_gradients = True
+    forward_arguments = ("unit_masks", "auxiliary_head_grad", "auxiliary_detach")
 
     @classmethod
     def options(cls) -> list[Option]:

@@ -150,6 +150,9 @@ class Modulation:
     # FSDP and DeepSpeed ZeRO keep gradients in sharded or flat buffers that `.grad` does not show, so
     # AIMTrainer refuses such a method under them rather than let it silently do nothing.
     reads_gradients: ClassVar[bool] = False
+    # The keyword arguments of the model's forward that `forward_kwargs` may pass: a composition
+    # refuses two methods that pass the same one (`aim_hf.modulation.composite`).
+    forward_arguments: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: MultimodalModel, args: Any) -> None:
         self.model = model

@@ -98,6 +98,7 @@ class MLA(Modulation):
     default_start = 0.0
     Config = MLAConfig
     reads_gradients = True
+    forward_arguments = ("feature_keep",)
 
     def __init__(self, model: MultimodalModel, args: Any) -> None:
         super().__init__(model, args)

@@ -92,6 +92,7 @@ class OPM(Modulation):
     )
     default_start = 0.0
     Config = OPMConfig
+    forward_arguments = ("feature_keep",)
 
     def __init__(self, model: MultimodalModel, args: Any) -> None:
         super().__init__(model, args)
