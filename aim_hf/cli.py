@@ -47,7 +47,11 @@ commands:
             ({TRAIN_USAGE}; `aim-hf train --help` lists its options)
   evaluate  a saved model's fused and probe accuracy and each modality's contribution (accuracy
             alone, Shapley value) on a split of the embedded data or your own (--dataset_name)
-            ({EVALUATE_USAGE}; `aim-hf evaluate --help` lists its options)"""
+            ({EVALUATE_USAGE}; `aim-hf evaluate --help` lists its options)
+  compare   train several balancing methods over paired seeds (and each modality alone) on the
+            same data and report which helps, with paired 95% intervals and a verdict
+            (aim-hf compare --methods none aim ... --seeds 0 1 2 [aim-hf train options];
+            `aim-hf compare --help` lists its own options)"""
 DEBUG_ENV = "AIM_HF_DEBUG"
 
 # Defaults of the command that differ from AIMConfig's: sized for the embedded data and small encoders.
@@ -621,11 +625,19 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, argv = argv[0], argv[1:]
-    if command not in ("train", "evaluate"):
+    if command not in ("train", "evaluate", "compare"):
         print(f"aim-hf: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
+    if command == "compare":
+        from aim_hf.compare.command import compare, parse_compare_args
+
+        try:
+            parsed = parse_compare_args(argv)
+        except (ValueError, OSError, ImportError) as err:
+            return _error(command, err, debug)
+        return compare(argv, *parsed)
     if command == "evaluate":
         try:
             parsed = parse_evaluate_args(argv)
