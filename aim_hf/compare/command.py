@@ -76,6 +76,7 @@ def parse_compare_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[st
             raise ValueError(f"method {method!r} names a modality; each modality is trained alone anyway.")
         parse_train_args([*train_options, *method_options(method, modalities)])
     args.modalities = modalities
+    args.data = data_args.dataset_name or f"AV-digits {data_args.setting}"
     args.work_dir = args.work_dir or Path(training_args.output_dir) / "compare_runs"
     return args, train_options, training_args
 
@@ -86,8 +87,7 @@ def write_report(
 ) -> str:
     """Write `compare.json` (the benchmark's schema), `compare.md` and the plots to `output_dir`;
     returns the markdown."""
-    data = next((o for o, v in zip(train_options, train_options[1:]) if o == "--dataset_name"), None)
-    record = collect(results, args.modalities, setting=data or "AV-digits", command=command,
+    record = collect(results, args.modalities, setting=args.data, command=command,
                      train_options=list(train_options))  # fmt: skip
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / f"{REPORT_NAME}.json").write_text(json.dumps(record))
