@@ -147,3 +147,38 @@ def test_compare_on_an_embedded_setting(tmp_path, capsys):
         # Every evaluation scored the test split too: the best-on-validation value is read from the log.
         assert any("test_curve_accuracy" in entry for entry in run["log_history"]) and 0 <= row["fused_best_val"][0] <= 1
     assert "the seeds are too few to decide" in capsys.readouterr().out
+
+
+def test_a_yaml_file_gives_the_training_options_and_stays_first_in_every_run(tmp_path):
+    from aim_hf.cli import parse_train_args
+    from aim_hf.compare.command import parse_compare_args
+    from aim_hf.compare.runs import plan_runs
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"setting: hopeless\nlearning_rate: 0.01\noutput_dir: {tmp_path / 'out'}\n")
+    args, options, training_args = parse_compare_args([str(recipe), "--methods", "aim", "--seeds", "4", "--max_steps", "3"])
+    assert args.methods == ["none", "aim"] and args.work_dir == tmp_path / "out" / "compare_runs"
+    assert options == [str(recipe), "--max_steps", "3"] and args.data == "AV-digits hopeless"
+    runs = plan_runs(args.methods, args.seeds, args.modalities, options, args.work_dir)
+    assert [(r.method, r.seed) for r in runs] == [("none", 4), ("aim", 4)]
+    _, data_args, run_args = parse_train_args(runs[1].argv)  # what the child parses
+    assert runs[1].argv[0] == str(recipe) and data_args.setting == "hopeless" and run_args.learning_rate == 0.01
+    assert (run_args.seed, run_args.modulation, run_args.max_steps) == (4, "aim", 3)
+    assert run_args.output_dir == str(tmp_path / "out" / "compare_runs" / "aim" / "seed4" / "model")
+
+
+def test_a_failed_run_is_named_with_its_log_and_the_others_go_on(tmp_path):
+    from aim_hf.compare.runs import Progress, Run, RunFailed, run_all
+
+    lines: list[str] = []
+    broken = Run("aim", 0, ["--setting", "no_such_setting"], tmp_path / "aim" / "seed0")  # fails in the child
+    done = Run("none", 0, ["--max_steps", "1"], tmp_path / "none" / "seed0")
+    done.folder.mkdir(parents=True)
+    done.result_path.write_text(json.dumps({"argv": done.argv, "metrics": {"test_accuracy": 0.5}}))
+    results = run_all([broken, done], jobs=2, progress=Progress(2, 2, write=lines.append))
+    failed = results["aim", 0]
+    assert isinstance(failed, RunFailed) and failed.returncode != 0
+    assert "no_such_setting" in broken.log_path.read_text()  # the log says why
+    assert results["none", 0]["metrics"] == {"test_accuracy": 0.5}
+    assert any(f"(aim seed 0: FAILED, see {broken.log_path})" in line for line in lines)
+    assert "2/2 runs done, 0 left" in lines[-1]
