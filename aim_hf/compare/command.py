@@ -16,7 +16,10 @@ from aim_hf.compare.record import collect
 from aim_hf.compare.report import methods_table, plot_accuracy, suppression_table, verdict
 from aim_hf.compare.runs import Progress, RunFailed, method_options, plan_runs, run_all
 
-USAGE = "aim-hf compare [CONFIG.yaml] --methods none aim ... --seeds 0 1 2 [--jobs N] [--work_dir DIR] [aim-hf train options]"
+USAGE = (
+    "aim-hf compare [CONFIG.yaml] --methods none aim ... --seeds 0 1 2 [--jobs N] [--work_dir DIR] "
+    "[aim-hf train options]"
+)
 # Set per run by the comparison; not to be given among the training options.
 PER_RUN_OPTIONS = ("--seed", "--modulation", "--modulation_kwargs", "--only_modality")
 REPORT_NAME = "compare"
@@ -106,7 +109,8 @@ def write_report(
     ]
     if failed:
         lines += ["Failed runs (their seeds are left out of every table):", ""]
-        lines += [f"- `{f.run.method}` seed {f.run.seed}: exit status {f.returncode}, log `{f.run.log_path}`" for f in failed]
+        lines += [f"- `{f.run.method}` seed {f.run.seed}: exit status {f.returncode}, log `{f.run.log_path}`"
+                  for f in failed]  # fmt: skip
         lines.append("")
     lines += suppression_table(record) + methods_table(record, args.modalities)
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]

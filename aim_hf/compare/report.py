@@ -40,7 +40,8 @@ def suppression_table(record: dict[str, Any]) -> list[str]:
     gaps = suppression(record)
     if not gaps:
         return []
-    lines = [f"Suppression gap: each modality's probe under `none` minus its accuracy alone ({record.get('split', 'test')}, "
+    split = record.get("split", "test")
+    lines = [f"Suppression gap: each modality's probe under `none` minus its accuracy alone ({split}, "
              "paired by seed, points, 95% t-interval).", "", "| modality | alone | probe under `none` | gap |",
              "|---|---|---|---|"]  # fmt: skip
     for m, g in gaps.items():
@@ -54,12 +55,13 @@ def methods_table(record: dict[str, Any], modalities: Sequence[str]) -> list[str
     probe, mean ± std, and the paired differences against `none` and against the best other method."""
     methods, compared = record["methods"], comparisons(record)
     header = ["method", "fused acc", "fused acc (best val)"] + [f"{m} probe" for m in modalities]
-    header += ["Δ fused vs `none`"] + [f"Δ {m} probe vs `none`" for m in modalities] + ["best other (val)", "Δ fused vs it"]
+    header += ["Δ fused vs `none`"] + [f"Δ {m} probe vs `none`" for m in modalities]
+    header += ["best other (val)", "Δ fused vs it"]
     split = record.get("split", "test")
     lines = [
-        f"{split.capitalize()} accuracy of the last checkpoint (and, second column, the test accuracy at the evaluation "
-        "best on validation), mean ± std over seeds; Δ: paired difference in points with its 95% t-interval, bold "
-        "where it lies above 0.",
+        f"{split.capitalize()} accuracy of the last checkpoint (and, second column, the test accuracy at the "
+        "evaluation best on validation), mean ± std over seeds; Δ: paired difference in points with its 95% "
+        "t-interval, bold where it lies above 0.",
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
@@ -71,7 +73,8 @@ def methods_table(record: dict[str, Any], modalities: Sequence[str]) -> list[str
         best_val = [x for x in row["fused_best_val"] if not math.isnan(x)]
         cells = [f"`{name}`", format_mean_std(row["fused"]), format_mean_std(best_val) if best_val else "—"]
         cells += [format_mean_std(row["probe"][m]) for m in modalities]
-        cells += [format_diff(c.get("fused_vs_none"))] + [format_diff(c.get("probe_vs_none", {}).get(m)) for m in modalities]
+        cells.append(format_diff(c.get("fused_vs_none")))
+        cells += [format_diff(c.get("probe_vs_none", {}).get(m)) for m in modalities]
         cells += [f"`{c['best_other']}`" if "best_other" in c else "—", format_diff(c.get("fused_vs_best_other"))]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
@@ -103,9 +106,8 @@ def verdict(record: dict[str, Any]) -> str:
     sentences = [_judge(m, "none", compared[m]["fused_vs_none"]) for m in others]
     if len(others) > 1:
         best = best_by_mean({m: methods[m]["val_fused"] for m in others})
-        sentences.append(
-            f"the best on validation, {_judge(best, compared[best]['best_other'], compared[best]['fused_vs_best_other'])}"
-        )
+        other, difference = compared[best]["best_other"], compared[best]["fused_vs_best_other"]
+        sentences.append(f"the best on validation, {_judge(best, other, difference)}")
     return (f"On this data ({split} fused accuracy, points, paired 95% t-interval over {seeds} seeds): "
             + "; ".join(sentences) + ".")  # fmt: skip
 

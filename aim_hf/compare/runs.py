@@ -92,7 +92,8 @@ def plan_runs(
 ) -> list[Run]:
     """Every (method, seed) run, seed by seed (so that an interrupted comparison leaves whole seeds),
     each trained with `--seed` and its method's options after `options` (a config file, if any, first)."""
-    config, rest = (list(options[:1]), list(options[1:])) if options and not options[0].startswith("-") else ([], list(options))
+    has_config = bool(options) and not options[0].startswith("-")
+    config, rest = list(options[: int(has_config)]), list(options[int(has_config) :])
     runs = []
     for seed in seeds:
         for method in methods:
