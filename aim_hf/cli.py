@@ -51,7 +51,11 @@ commands:
   evaluate  a saved model's fused and probe accuracy and each modality's contribution (accuracy
             alone, Shapley value) on a split of the embedded data or your own (--dataset_name)
             ({EVALUATE_USAGE}; `aim-hf evaluate --help` lists its options)
-  methods   the balanced-learning methods with their papers, or one method's options ({METHODS_USAGE})"""
+  methods   the balanced-learning methods with their papers, or one method's options ({METHODS_USAGE})
+  compare   train several balancing methods over paired seeds (and each modality alone) on the
+            same data and report which helps, with paired 95% intervals and a verdict
+            (aim-hf compare --methods none aim ... --seeds 0 1 2 [aim-hf train options];
+            `aim-hf compare --help` lists its own options)"""
 DEBUG_ENV = "AIM_HF_DEBUG"
 # A --dataset_name ending so names a data file.
 DATA_FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".arrow", ".txt")
@@ -784,11 +788,19 @@ def main(argv: list[str] | None = None) -> int:
     command, argv = argv[0], argv[1:]
     if command == "methods":
         return methods(argv)
-    if command not in ("train", "evaluate"):
+    if command not in ("train", "evaluate", "compare"):
         print(f"aim-hf: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
+    if command == "compare":
+        from aim_hf.compare.command import compare, parse_compare_args
+
+        try:
+            parsed = parse_compare_args(argv)
+        except (ValueError, OSError, ImportError) as err:
+            return _error(command, err, debug)
+        return compare(argv, *parsed)
     if command == "evaluate":
         try:
             parsed = parse_evaluate_args(argv)

@@ -8,7 +8,8 @@ A setting (`aim_hf.data.settings`, `docs/settings.md`) fixes how images and reco
 degraded and split; each (setting, optimizer) has its own training budget and learning rate, chosen
 once on `none`'s validation accuracy (`PLANS` below). For every (setting, optimizer) it trains each
 modality alone (the other input blanked), then every method, on the same seeds, each run one
-`aim-hf train` in its own child process, `--jobs` at a time, and writes into `--output-dir`:
+`aim-hf train` in its own child process, `--jobs` at a time (the runs, record, statistics and tables of
+`aim-hf compare`: `aim_hf.compare`, `aim_hf.stats`), and writes into `--output-dir`:
 
 - `<setting>_<optimizer>.json`: `setting`, `optimizer`, `unimodal.<modality>` (per-seed test accuracy
   alone), `methods.<name>.seeds` / `.fused` / `.probe.<modality>` (per seed, same order: the test fused
@@ -36,13 +37,11 @@ it (delete the folder after changing the code).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
 import platform
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -50,9 +49,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from aim_hf.compare.record import collect, comparisons, suppression  # noqa: F401 (used by the tests)
+from aim_hf.compare.report import methods_table, plot_accuracy, suppression_table
+from aim_hf.compare.runs import BASE_TRAIN_OPTIONS, RunFailed, plan_runs, run_all, safe_name
+from aim_hf.compare.runs import method_options as _method_options
+from aim_hf.stats import best_on_validation, paired_interval  # noqa: F401 (used by the tests)
 
 MODALITIES = ("vision", "audio")
 UNIMODAL = MODALITIES
@@ -60,8 +64,6 @@ LABEL_NAMES = tuple(range(10))  # the ten digits of every setting
 # `@optimizer`: only in the groups of that optimizer, the one the method's paper trains with.
 DEFAULT_METHODS = ("vision", "audio", "none", "ogm_ge", "unimodal_losses", "aim", "opm@sgd", "pmr@sgd", "agm@sgd",
                    "mmpareto@sgd", "mla@sgd", "inforeg@sgd", "redreg@sgd")  # fmt: skip
-# Passed to every run before the plan's and the user's own options (which override them).
-BASE_TRAIN_OPTIONS = ["--disable_tqdm", "true", "--save_strategy", "no", "--report_to", "none"]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Timed methods take turns of this many optimizer steps: short enough that all meet the same machine
 # (its speed drifts over tens of seconds), long enough that most steps run with their own model, not the
@@ -87,76 +89,6 @@ COMMON_OPTIONS = ["--per_device_train_batch_size", "64", "--eval_strategy", "ste
 QUICK_OPTIONS = ["--max_train_samples", "32", "--max_eval_samples", "16", "--max_steps", "4",
                  "--per_device_train_batch_size", "8", "--eval_strategy", "steps", "--eval_steps", "2",
                  "--logging_steps", "2", "--hidden_size", "16", "--num_hidden_layers", "2"]  # fmt: skip
-# 0.975 quantiles of Student's t for 1..30 degrees of freedom (beyond: the normal's 1.96 is within 4%).
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------ one run
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("/proc/self/status has no VmHWM line.")
-
-
-def _measure_callback():
-    """A Trainer callback that measures the memory training adds and keeps the log history."""
-    import torch
-    from transformers import TrainerCallback
-
-    cuda = torch.cuda.is_available()
-
-    class Measure(TrainerCallback):
-        def __init__(self) -> None:
-            self.log_history: list[dict[str, Any]] = []
-            self.memory: dict[str, Any] = {}
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                self.memory = {"kind": "cuda max_memory_allocated", "baseline_bytes": torch.cuda.memory_allocated()}
-            else:
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")  # resets VmHWM to the current resident set
-                self.memory = {"kind": "cpu VmHWM", "baseline_bytes": _rss_bytes()}
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.memory["peak_bytes"] = torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()
-            self.log_history = [dict(entry) for entry in state.log_history]
-
-    return Measure()
-
-
-def run_child(result_path: str, train_argv: list[str]) -> None:
-    """Train once with `aim-hf train <train_argv>` and write the measurements to `result_path`. Every
-    evaluation during training also scores the test split, so that the test accuracy of the
-    checkpoint best on validation can be read from the log (`best_on_validation`)."""
-    from aim_hf import cli
-
-    measure = _measure_callback()
-    trainer, validation, test = cli.build_trainer(*cli.parse_train_args(train_argv), callbacks=[measure])
-    trainer.eval_dataset = {"validation": validation, "test": test}
-    metrics = cli.run(trainer, validation, test)
-    result = {"metrics": metrics, "memory": measure.memory, "log_history": _rename_eval_keys(measure.log_history)}
-    Path(result_path).write_text(json.dumps(result))
-
-
-def _rename_eval_keys(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`eval_validation_*` -> `eval_*` (what the plots read) and `eval_test_*` -> `test_curve_*`."""
-    renamed = []
-    for entry in log_history:
-        renamed.append(
-            {k.replace("eval_validation_", "eval_", 1).replace("eval_test_", "test_curve_", 1): v for k, v in entry.items()}
-        )
-    return renamed
 
 
 class Rotation:
@@ -290,35 +222,9 @@ def methods_of(specs: Sequence[str], optimizer: str) -> list[str]:
 
 
 def method_options(spec: str) -> list[str]:
-    """`aim-hf train` options of a method spec `NAME[:key=value,...]`: NAME is a modality (trained
-    alone, the other input blanked) or a modulation method. A key that is an `aim-hf train` option
-    (e.g. `aim_r_max`) is passed as `--key value`; any other key is one of the method's own options and
-    goes into `--modulation_kwargs` (values read as JSON where they parse, else as strings), e.g.
-    `ogm_ge:alpha=0.3,mode=gradient` or `aim:aim_r_max=0.25`."""
-    name, _, extra = spec.partition(":")
-    options = ["--modulation", "none", "--only_modality", name] if name in UNIMODAL else ["--modulation", name]
-    own: dict[str, Any] = {}
-    for item in filter(None, extra.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"Method {spec!r}: expected key=value, got {item!r}.")
-        if key in _train_option_names():
-            options += [f"--{key}", value]
-        else:
-            try:
-                own[key] = json.loads(value)
-            except json.JSONDecodeError:
-                own[key] = value
-    if own:
-        options += ["--modulation_kwargs", json.dumps(own)]
-    return options
-
-
-@functools.cache
-def _train_option_names() -> frozenset[str]:
-    from aim_hf.cli import build_parser
-
-    return frozenset(action.dest for action in build_parser()._actions)
+    """`aim-hf train` options of a method spec (`aim_hf.compare.runs.method_options`): a modality name
+    trains that modality alone."""
+    return _method_options(spec, UNIMODAL)
 
 
 def plan_options(setting: str, optimizer: str, quick: bool) -> list[str]:
@@ -339,10 +245,6 @@ def accuracy_hidden_size(options: Sequence[str]) -> int:
     return int(sizes[-1]) if sizes else ModelArguments.hidden_size
 
 
-def _safe(name: str) -> str:
-    return name.replace(":", "_").replace(",", "_").replace("=", "")
-
-
 def _run_script(mode: str, args: list[str], log_path: Path, threads: int) -> None:
     """Run this script as a child `mode` with `threads` torch threads; its output goes to `log_path`."""
     with open(log_path, "w") as log:
@@ -356,27 +258,6 @@ def _run_script(mode: str, args: list[str], log_path: Path, threads: int) -> Non
         raise RuntimeError(f"A benchmark run failed; see {log_path}.")
 
 
-def one_run(run_dir: Path, method: str, seed: int, options: Sequence[str], threads: int) -> dict[str, Any]:
-    """Train `method` with `seed` and `options` in a child process (or reuse the result a finished
-    earlier invocation left in `run_dir`); returns its result."""
-    result_path = run_dir / "result.json"
-    argv = [*BASE_TRAIN_OPTIONS, "--output_dir", str(run_dir / "model"), "--seed", str(seed),
-            *method_options(method), *options]  # fmt: skip
-    if result_path.is_file() and json.loads(result_path.read_text()).get("argv") == argv:
-        return json.loads(result_path.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    _run_script("_run", [str(result_path), *argv], run_dir / "log.txt", threads)
-    result = json.loads(result_path.read_text())
-    result.update(seed=seed, method=method, argv=argv, wall_seconds=time.time() - started)
-    shutil.rmtree(run_dir / "model", ignore_errors=True)  # the weights are not needed, the numbers are kept
-    result_path.write_text(json.dumps(result))
-    # One print per run: the jobs' threads would interleave two.
-    print(f"[{time.strftime('%H:%M:%S')}] {run_dir.parent.parent.name} {method} seed {seed} done in "
-          f"{result['wall_seconds']:.0f} s: test accuracy {result['metrics']['test_accuracy']:.4f}", flush=True)  # fmt: skip
-    return result
-
-
 def time_all(
     methods: Sequence[str], seed: int, train_options: Sequence[str], work_dir: Path, threads: int, hidden_size: int
 ) -> dict[str, dict[str, Any]]:
@@ -385,7 +266,7 @@ def time_all(
     and `refresh_seconds`."""
     timing_dir = work_dir / f"timing_h{hidden_size}"
     runs = [
-        [*BASE_TRAIN_OPTIONS, "--output_dir", str(timing_dir / _safe(m)), "--seed", str(seed),
+        [*BASE_TRAIN_OPTIONS, "--output_dir", str(timing_dir / safe_name(m)), "--seed", str(seed),
          *method_options(m), *train_options, "--hidden_size", str(hidden_size), "--eval_strategy", "no",
          "--load_best_model_at_end", "false"]
         for m in methods
@@ -397,66 +278,7 @@ def time_all(
     return dict(zip(methods, json.loads((timing_dir / "result.json").read_text())))
 
 
-# ------------------------------------------------------------------------------- statistics
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def paired_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
-    """Mean of the paired differences `a - b` and its 95% t-interval over the pairs: (mean, low, high)."""
-    if len(a) != len(b):
-        raise ValueError(f"Paired values need equal lengths, got {len(a)} and {len(b)}.")
-    diffs = [x - y for x, y in zip(a, b)]
-    mean = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return mean, math.nan, math.nan
-    t = T_975[len(diffs) - 2] if len(diffs) - 1 <= len(T_975) else 1.96
-    half = t * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return mean, mean - half, mean + half
-
-
-def best_on_validation(log_history: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """The test metrics (`test_curve_*`) logged at the evaluation with the highest validation fused
-    accuracy (the first such), keyed like the final test metrics (`test_*`). The Trainer logs the
-    validation and the test evaluation of one step as two entries: they are joined by step."""
-    by_step: dict[int, dict[str, Any]] = {}
-    for entry in log_history:
-        if "step" in entry and any(k.startswith(("eval_", "test_curve_")) for k in entry):
-            by_step.setdefault(entry["step"], {}).update(entry)
-    evaluations = [e for _, e in sorted(by_step.items()) if "eval_accuracy" in e and "test_curve_accuracy" in e]
-    if not evaluations:
-        return {}
-    best = max(evaluations, key=lambda e: e["eval_accuracy"])  # max keeps the first of equals
-    return {k.replace("test_curve_", "test_", 1): v for k, v in best.items() if k.startswith("test_curve_")}
-
-
-def collect(
-    setting: str, optimizer: str, results: dict[str, list[dict[str, Any]]], command: str, options: Sequence[str]
-) -> dict[str, Any]:
-    """The per-seed record of one (setting, optimizer): unimodal accuracies, each method's fused and
-    probe accuracies (test, last checkpoint), the best-on-validation test accuracy and the validation
-    values, all in seed order; plus every run."""
-    record: dict[str, Any] = {"setting": setting, "optimizer": optimizer, "command": command,
-                              "train_options": list(options), "unimodal": {}, "methods": {}}  # fmt: skip
-    for method, runs in results.items():
-        metrics = [r["metrics"] for r in runs]
-        if method in UNIMODAL:
-            record["unimodal"][method] = [m["test_accuracy"] for m in metrics]
-            record["unimodal_val"] = {**record.get("unimodal_val", {}), method: [m["eval_accuracy"] for m in metrics]}
-            continue
-        best = [best_on_validation(r["log_history"]) for r in runs]
-        record["methods"][method] = {
-            "seeds": [r["seed"] for r in runs],
-            "fused": [m["test_accuracy"] for m in metrics],
-            "probe": {mod: [m[f"test_{mod}_probe_accuracy"] for m in metrics] for mod in MODALITIES},
-            "fused_best_val": [b.get("test_accuracy", math.nan) for b in best],
-            "val_fused": [m["eval_accuracy"] for m in metrics],
-            "val_probe": {mod: [m[f"eval_{mod}_probe_accuracy"] for m in metrics] for mod in MODALITIES},
-        }
-    record["runs"] = results
-    return record
-
-
+# ------------------------------------------------------------------------------------ records
 def validation_view(record: dict[str, Any]) -> dict[str, Any]:
     """`record` with the validation accuracies in the place of the test ones, for a study that chooses
     on validation (`--report-split validation`)."""
@@ -484,18 +306,6 @@ def aim_modulation(record: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def suppression(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per modality: its accuracy alone, its probe under `none`, and the paired gap (probe - alone)."""
-    if "none" not in record["methods"]:
-        return {}
-    none = record["methods"]["none"]
-    return {
-        m: {"alone": mean_std(alone), "probe": mean_std(none["probe"][m]),
-            "gap": paired_interval(none["probe"][m], alone)}  # fmt: skip
-        for m, alone in record["unimodal"].items()
-    }
-
-
 def setting_checks(record: dict[str, Any]) -> list[tuple[str, bool, str]]:
     """Whether the setting shows what it is built for (docs/settings.md). `hopeless`: the weak
     modality (the lower accuracy alone) is within 5 points of chance alone. The others: the weak
@@ -519,27 +329,6 @@ def setting_checks(record: dict[str, Any]) -> list[tuple[str, bool, str]]:
         fused, alone = statistics.fmean(record["methods"]["none"]["fused"]), gaps[m]["alone"][0]
         checks.append((f"fused accuracy under none above {m} alone", fused > alone, f"{fused:.4f} vs {alone:.4f}"))
     return checks
-
-
-def comparisons(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per method: paired differences (mean, 95% interval) of the fused and probe test accuracies
-    against `none`, and of the fused accuracy against the best other method (by mean validation fused
-    accuracy, `none` excluded)."""
-    methods = record["methods"]
-    out: dict[str, dict[str, Any]] = {}
-    for name, row in methods.items():
-        entry: dict[str, Any] = {}
-        if name != "none" and "none" in methods:
-            none = methods["none"]
-            entry["fused_vs_none"] = paired_interval(row["fused"], none["fused"])
-            entry["probe_vs_none"] = {m: paired_interval(row["probe"][m], none["probe"][m]) for m in MODALITIES}
-        others = [o for o in methods if o not in (name, "none")]
-        if others:
-            best = max(others, key=lambda o: statistics.fmean(methods[o]["val_fused"]))
-            entry["best_other"] = best
-            entry["fused_vs_best_other"] = paired_interval(row["fused"], methods[best]["fused"])
-        out[name] = entry
-    return out
 
 
 def time_memory(
@@ -586,20 +375,6 @@ def machine_description(load: str, threads: int) -> list[str]:
     ]
 
 
-def _ms(values: Sequence[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.4f} ± {std:.4f}"
-
-
-def _diff(value: tuple[float, float, float] | None) -> str:
-    """A paired difference in points with its interval, bold where the interval lies above 0."""
-    if value is None:
-        return "—"
-    mean, low, high = (x * 100 for x in value)
-    text = f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]"
-    return f"**{text}**" if low > 0 else text
-
-
 def setting_section(record: dict[str, Any], plots: Sequence[str]) -> list[str]:
     """The markdown of one (setting, optimizer): suppression gaps, checks, and the method table."""
     setting, optimizer, methods = record["setting"], record["optimizer"], record["methods"]
@@ -612,37 +387,12 @@ def setting_section(record: dict[str, Any], plots: Sequence[str]) -> list[str]:
         f"`{setting}_{optimizer}.json`",
         "",
     ]
-    gaps = suppression(record)
+    gaps = suppression_table(record)
     if gaps:
-        lines += [f"Suppression gap: each modality's probe under `none` minus its accuracy alone ({record.get('split', 'test')}, paired by seed, "
-                  "points, 95% t-interval).", "", "| modality | alone | probe under `none` | gap |", "|---|---|---|---|"]  # fmt: skip
-        for m, g in gaps.items():
-            lines.append(f"| {m} | {g['alone'][0]:.4f} ± {g['alone'][1]:.4f} | {g['probe'][0]:.4f} ± {g['probe'][1]:.4f} | {_diff(g['gap'])} |")
-        lines += ["", "| check | met | numbers |", "|---|---|---|"]
+        lines += [*gaps, "| check | met | numbers |", "|---|---|---|"]
         lines += [f"| {c} | {'yes' if met else 'NO'} | {n} |" for c, met, n in setting_checks(record)]
         lines.append("")
-    compared = comparisons(record)
-    header = ["method", "fused acc", "fused acc (best val)"] + [f"{m} probe" for m in MODALITIES]
-    header += ["Δ fused vs `none`"] + [f"Δ {m} probe vs `none`" for m in MODALITIES] + ["best other (val)", "Δ fused vs it"]
-    split = record.get("split", "test")
-    lines += [
-        f"{split.capitalize()} accuracy of the last checkpoint (and, second column, the test accuracy at the evaluation "
-        "best on validation), mean ± std over seeds; Δ: paired difference in points with its 95% t-interval, bold "
-        "where it lies above 0.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|---" * len(header) + "|",
-    ]
-    for m, alone in record["unimodal"].items():
-        lines.append(f"| `{m}` alone | {_ms(alone)} |" + " — |" * (len(header) - 2))
-    for name, row in methods.items():
-        c = compared[name]
-        best_val = [x for x in row["fused_best_val"] if not math.isnan(x)]
-        cells = [f"`{name}`", _ms(row["fused"]), _ms(best_val) if best_val else "—"]
-        cells += [_ms(row["probe"][m]) for m in MODALITIES]
-        cells += [_diff(c.get("fused_vs_none"))] + [_diff(c.get("probe_vs_none", {}).get(m)) for m in MODALITIES]
-        cells += [f"`{c['best_other']}`" if "best_other" in c else "—", _diff(c.get("fused_vs_best_other"))]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += methods_table(record, MODALITIES)[:-1]
     modulation = aim_modulation(record)
     if modulation:
         columns = sorted({k for row in modulation.values() for k in row})
@@ -685,49 +435,6 @@ def time_section(
                 f"{row['refresh_share']:.1%} | {memory} | {memory_ratio} |"
             )
     return lines + [""]
-
-
-def plot_results(results: dict[str, list[dict[str, Any]]], modalities: Sequence[str], output_dir: Path, name: str) -> list[str]:
-    """`<name>_accuracy.png`: per panel (fused, each modality) the validation accuracy over training of
-    every method, mean over seeds; and `<name>_<method>_modulation.png`: the logged modulation curves
-    (AIM's per-depth lambda, scores, masked fractions; OGM-GE's coefficients) of each method's first seed."""
-    from matplotlib.figure import Figure
-
-    from aim_hf.plotting import accuracy_curves, plot_modulation
-
-    panels = {"fused": "fused (eval)", **{m: f"{m} probe (eval)" for m in modalities}}
-    figure = Figure(figsize=(4.4 * len(panels), 3.6), layout="constrained")
-    axes = figure.subplots(1, len(panels), squeeze=False).ravel()
-    for ax, (panel, key) in zip(axes, panels.items()):
-        for i, (method, runs) in enumerate(results.items()):
-            base = method.split(":")[0]
-            if base in UNIMODAL:
-                if base != panel:
-                    continue
-                key_ = "fused (eval)"  # the modality's accuracy alone
-                style = {"color": "grey", "linestyle": ":"}
-                label = f"{method} alone"
-            else:
-                key_, style, label = key, {"color": f"C{i}"}, method
-            curves = [accuracy_curves(r["log_history"]).get(key_, []) for r in runs]
-            if not all(curves):
-                continue
-            steps = [s for s, _ in curves[0]]
-            mean = [statistics.fmean(c[j][1] for c in curves) for j in range(min(map(len, curves)))]
-            ax.plot(steps[: len(mean)], mean, marker="o", markersize=3, label=label, **style)
-        ax.set_title(f"{panel} (validation)" if panel == "fused" else f"{panel} probe (validation)")
-        ax.set_xlabel("step")
-        ax.set_ylabel("accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    written = [str(output_dir / f"{name}_accuracy.png")]
-    figure.savefig(written[0], dpi=100)
-    for method, runs in results.items():
-        safe = method.replace(":", "_").replace(",", "_").replace("=", "")
-        path = plot_modulation(runs[0]["log_history"], output_dir / f"{name}_{safe}_modulation.png")
-        if path is not None:
-            written.append(path)
-    return written
 
 
 # ------------------------------------------------------------------------------------- main
@@ -789,9 +496,6 @@ def groups_of(args: argparse.Namespace) -> list[tuple[str, str, list[int]]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "_run":
-        run_child(argv[1], argv[2:])
-        return 0
     if argv and argv[0] == "_time":
         time_child(argv[1], argv[2])
         return 0
@@ -801,25 +505,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     args.output_dir.mkdir(parents=True, exist_ok=True)
     sections: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    with tempfile.TemporaryDirectory() as tmp:
         work_dir = args.work_dir or Path(tmp)
-        # Every run is queued at once, group by group: the pool keeps `jobs` busy, and each group's report
-        # is written as soon as its runs are done.
-        futures = {}
+        records = {}
         for setting, optimizer, seeds in groups:
             options = [*plan_options(setting, optimizer, args.quick), *extra]
             methods = methods_of(args.methods, optimizer)
-            # Seed by seed, so that an interrupted run leaves whole seeds for a rerun with --work-dir to reuse.
-            submitted = {(m, s): pool.submit(one_run, work_dir / f"{setting}_{optimizer}" / _safe(m) / f"seed{s}",
-                                             m, s, options, args.threads)
-                         for s in seeds for m in methods}
-            futures[setting, optimizer] = options, {m: [submitted[m, s] for s in seeds] for m in methods}  # fmt: skip
-        records = {}
-        for (setting, optimizer), (options, by_method) in futures.items():
-            results = {m: [f.result() for f in runs] for m, runs in by_method.items()}
-            record = collect(setting, optimizer, results, command, options)
+            # The runs of `aim-hf compare` (aim_hf.compare.runs): a rerun with --work-dir reuses the finished ones.
+            runs = plan_runs(methods, seeds, UNIMODAL, options, work_dir / f"{setting}_{optimizer}")
+            by_key = run_all(runs, args.jobs, args.threads)
+            failed = [r for r in by_key.values() if isinstance(r, RunFailed)]
+            if failed:
+                raise RuntimeError(f"A benchmark run failed; see {failed[0].run.log_path}.")
+            results = {m: [by_key[m, s] for s in seeds] for m in methods}
+            record = collect(results, MODALITIES, setting=setting, optimizer=optimizer, command=command,
+                             train_options=options)  # fmt: skip
             name = f"{setting}_{optimizer}"
-            plots = plot_results(results, MODALITIES, args.output_dir, name)
+            plots = plot_accuracy(results, MODALITIES, args.output_dir, name)
             (args.output_dir / f"{name}.json").write_text(json.dumps(record))
             section = setting_section(record if args.report_split == "test" else validation_view(record), plots)
             (args.output_dir / f"{name}.md").write_text("\n".join([f"# Benchmark: {name}", "", *section]))
