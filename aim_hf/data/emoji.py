@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 from functools import lru_cache
 from pathlib import Path
 
@@ -141,6 +142,7 @@ class EmojiSetting:
         mask_fraction: probability that each remaining word of the name is dropped.
     """
 
+    modalities: ClassVar[tuple[str, ...]] = ("vision", "text")  # the data's columns, one per encoder
     name: str = "emoji"
     description: str = "an emoji's rendered glyph (vision) and its name (text), labelled by its group"
     label_level: str = "group"

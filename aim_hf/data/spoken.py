@@ -12,6 +12,7 @@ import gzip
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -98,6 +99,7 @@ class SpokenSetting:
         cache: where the speech bank is cached (default: `speech_bank.cache_dir()`).
     """
 
+    modalities: ClassVar[tuple[str, ...]] = ("vision", "audio")  # the data's columns, one per encoder
     name: str = "spoken"
     description: str = "a Fashion-MNIST image (vision) and espeak-ng saying its class in noise (audio)"
     images: str = "fashion-mnist"
