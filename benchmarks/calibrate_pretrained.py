@@ -18,7 +18,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,13 +32,13 @@ ENCODERS = {
 POLICY = {
     "emoji": [
         "--num_train_epochs", "4", "--learning_rate", "1e-3",
-        "--learning_rate_mapping", '{"vision": 5e-4, "text": 5e-5}',
-        "--freeze_vision", "8", "--freeze_text", "3", "--batch_norm", "eval",
+        "--learning_rate_mapping", '{"vision": 5e-4, "text": 5e-5}', "--batch_norm", "0.1",
     ],
     "spoken": [
         "--num_train_epochs", "2", "--learning_rate", "1e-3",
         "--learning_rate_mapping", '{"vision": 5e-4, "audio": 1e-4}',
-        "--freeze_vision", "8", "--freeze_audio", "2", "--batch_norm", "eval",
+        "--freeze_vision", "8", "--freeze_audio", "2", "--batch_norm", "0.1",
+        "--setting_kwargs", '{"snr_db": [-20.0, -10.0]}',
     ],
 }  # fmt: skip
 COMMON = ["--modulation", "none", "--per_device_eval_batch_size", "64", "--logging_steps", "10"]
@@ -71,7 +70,7 @@ def command(setting: str, enc_root: str, out: Path, seed: int, only: str | None,
 
 def run(argv: list[str], out: Path) -> dict:
     """Run one command (its log beside its output folder); its final metrics and validation curve."""
-    log = out.with_suffix(".log")
+    log = out.parent / f"{out.name}.log"
     if not (out / "all_results.json").is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as f:
@@ -112,12 +111,36 @@ def summarise(runs: dict, modalities: list[str], seeds: list[int]) -> dict:
     return summary
 
 
+def cpu_model() -> str:
+    """The CPU's model name (`lscpu`), recorded with the numbers."""
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
+
+
+def table(summary: dict, modalities: list[str]) -> str:
+    """The markdown table of a summary: test accuracy (mean +- std over seeds) and gaps in points."""
+
+    def cell(values: list[float]) -> str:
+        return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
+
+    def gap(g: dict) -> str:
+        return f"{g['mean']:+.1f}" + ("" if g["low"] is None else f" [{g['low']:+.1f}, {g['high']:+.1f}]")
+
+    head = [f"{m} alone" for m in modalities] + [f"{m} probe (`none`)" for m in modalities] + ["`none` fused"]
+    head += [f"{m} gap" for m in modalities]
+    row = [cell(summary[m]["alone"]) for m in modalities] + [cell(summary[m]["probe_none"]) for m in modalities]
+    row += [cell(summary["fused_none"])] + [gap(summary[m]["gap_points"]) for m in modalities]
+    return "\n".join(["| " + " | ".join(head) + " |", "|---" * len(head) + "|", "| " + " | ".join(row) + " |"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("setting", choices=sorted(ENCODERS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variant", nargs="*", default=[], choices=sorted(VARIANTS),
                         help="variants to run on none (seed: the first of --seeds) instead of the seeds' runs")
+    parser.add_argument("--only", nargs="*", default=[None], help="with --variant: run none (give none) and/or "
+                        "these modalities alone")
     parser.add_argument("--enc_root", default="/work/enc", help="the folders of `python -m aim_hf.offline`")
     parser.add_argument("--runs", default="calibration_runs", help="where each run's folder and log go")
     parser.add_argument("--out", default="benchmarks/results/calibration")
@@ -128,7 +151,10 @@ def main() -> None:
     jobs = {}
     if args.variant:
         for v in args.variant:
-            jobs[f"variant_{v}_s{args.seeds[0]}"] = (args.seeds[0], None, VARIANTS[v])
+            for only in args.only:
+                only = None if only in (None, "none") else only
+                key = f"variant_{v}" + (f"_alone_{only}" if only else "") + f"_s{args.seeds[0]}"
+                jobs[key] = (args.seeds[0], only, VARIANTS[v])
     else:
         for s in args.seeds:
             jobs[f"none_s{s}"] = (s, None, [])
@@ -143,12 +169,13 @@ def main() -> None:
     path = Path(args.out) / f"{args.setting}.json"
     record = json.loads(path.read_text()) if path.is_file() else {}
     record.setdefault("runs", {}).update(runs)
+    record["cpu"] = cpu_model()
     if not args.variant:
         record["seeds"] = args.seeds
         record["summary"] = summarise(record["runs"], modalities, args.seeds)
+        print(table(record["summary"], modalities))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1) + "\n")
-    json.dump(record.get("summary", {}), sys.stdout, indent=1)
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def mask_name(name: str, label_words: set[str], mask_fraction: float, rng: np.ra
 
 @dataclass(frozen=True)
 class EmojiSetting:
-    """How the `emoji` setting is built. Defaults are not yet calibrated on `none` (docs/settings.md).
+    """How the `emoji` setting is built. Defaults calibrated on `none` (docs/settings.md).
 
     Args:
         name: the setting's name.

@@ -14,8 +14,8 @@ before any method was compared on them:
 - `hopeless`: audio is only a little above chance alone: most recordings are of another digit than
   the label. A balancing method must not lose accuracy here.
 
-Settings for pretrained encoders, built from Debian packages (`PRETRAINED_SETTINGS`; not yet
-calibrated on `none`):
+Settings for pretrained encoders, built from Debian packages (`PRETRAINED_SETTINGS`; calibrated on
+`none` only, docs/settings.md):
 
 - `emoji` (vision + text): an emoji's rendered glyph and its name, labelled by its group
   (`aim_hf.data.emoji`).
