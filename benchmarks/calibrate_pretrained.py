@@ -18,6 +18,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -71,6 +72,9 @@ def command(setting: str, enc_root: str, out: Path, seed: int, only: str | None,
 def run(argv: list[str], out: Path) -> dict:
     """Run one command (its log beside its output folder); its final metrics and validation curve."""
     log = out.parent / f"{out.name}.log"
+    # Another invocation running the same job (its log still growing): wait for its results.
+    while log.is_file() and not (out / "all_results.json").is_file() and time.time() - log.stat().st_mtime < 120:
+        time.sleep(10)
     if not (out / "all_results.json").is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as f:
