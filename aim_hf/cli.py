@@ -19,13 +19,14 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from transformers import HfArgumentParser, TrainingArguments
 
 from aim_hf.cli_methods import METHODS_USAGE, methods
 from aim_hf.data.av_digits import LABEL_NAMES, MODALITIES, av_digits_encoders, av_digits_processor
-from aim_hf.data.settings import PRETRAINED_SETTINGS, load_setting
+from aim_hf.batch_norm import apply_batch_norm, check_batch_norm
+from aim_hf.data.settings import PRETRAINED_SETTINGS, load_setting, pretrained_setting
 from aim_hf.data.unimodal import BlankModalities
 from aim_hf.pretrained import check_name_or_path
 from aim_hf.training_args import AIMConfig, _json_mapping
@@ -84,7 +85,7 @@ class ModelArguments:
     encoders: dict | str | None = field(
         default=None,
         metadata={
-            "help": "With --dataset_name: one encoder per modality, as a JSON object modality -> Hub id or local "
+            "help": "With --dataset_name or --setting emoji/spoken: one encoder per modality, as a JSON object modality -> Hub id or local "
             'folder (a mapping in a YAML/JSON config file), e.g. \'{"vision": "google/vit-base-patch16-224-in21k", '
             '"text": "google-bert/bert-base-uncased"}\'. Each one\'s processor is loaded from the same place: the '
             "text modality takes the tokenizer, any other the image processor or feature extractor (else the "
@@ -111,9 +112,21 @@ class ModelArguments:
     freeze_audio: int = field(
         default=0, metadata={"help": "Leading audio layers frozen with the embeddings (-1: the whole encoder)."}
     )
+    freeze_text: int = field(
+        default=0, metadata={"help": "Leading text layers frozen with the embeddings (-1: the whole encoder)."}
+    )
+    batch_norm: str = field(
+        default="as_loaded",
+        metadata={
+            "help": "The encoders' BatchNorm layers while training: 'as_loaded'; 'eval' (always normalise with the "
+            "stored pretrained statistics, never update them); or a momentum, e.g. 0.1 (transformers' MobileNetV2 "
+            "uses 0.997: each batch replaces the statistics). See aim_hf.batch_norm."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.encoders = _json_mapping("encoders", self.encoders)
+        self.batch_norm = check_batch_norm(self.batch_norm)
 
 
 @dataclass
@@ -125,8 +138,16 @@ class DatasetArguments:
         metadata={
             "help": "Which construction of the embedded data: 'av_digits' (as embedded), 'strong' (vision cannot "
             "tell three digit pairs apart: a real suppression of audio) or 'hopeless' (audio near chance alone); "
-            "see docs/settings.md. (The settings for pretrained encoders, 'emoji' and 'spoken', are loaded with "
-            "aim_hf.data.settings.load_setting; aim-hf train does not build their encoders yet.)"
+            "or a setting for pretrained encoders, given with --encoders: 'emoji' (vision + text) or 'spoken' "
+            "(vision + audio). See docs/settings.md."
+        },
+    )
+    setting_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "With --setting emoji/spoken: knobs of its construction replacing the defaults, as a JSON object "
+            '(a mapping in a YAML/JSON config file), e.g. \'{"image_size": 32, "label_level": "subgroup"}\' '
+            "(docs/settings.md lists them; --image_noise is its image_noise)."
         },
     )
     dataset_seed: int = field(
@@ -242,12 +263,20 @@ def _subset(dataset: Any, limit: int | None) -> Any:
 
 
 def check_setting(data_args: DatasetArguments) -> None:
-    """A one-line error, before anything loads, for a setting whose encoders the CLI does not build."""
+    """A one-line error, before anything loads, for a setting `aim-hf evaluate` does not load."""
     if data_args.setting in PRETRAINED_SETTINGS:
         raise ValueError(
-            f"--setting {data_args.setting!r} needs pretrained encoders that aim-hf does not build yet; "
-            f"load its data with aim_hf.data.settings.load_setting({data_args.setting!r})."
+            f"aim-hf evaluate does not load --setting {data_args.setting!r} yet; load its data with "
+            f"aim_hf.data.settings.load_setting({data_args.setting!r})."
         )
+
+
+def setting_options(data_args: DataArguments) -> dict[str, Any]:
+    """The knobs of a pretrained setting's construction: --setting_kwargs and --image_noise."""
+    options = _json_mapping("setting_kwargs", data_args.setting_kwargs)
+    if "image_noise" in options:
+        raise ValueError("give the image noise as --image_noise, not in --setting_kwargs.")
+    return {**options, "image_noise": data_args.image_noise}
 
 
 def load_data(data_args: DatasetArguments, num_mel_bins: int) -> DatasetDict:
@@ -469,7 +498,9 @@ def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, AI
     )
     if unknown:
         raise ValueError(f"unknown options {unknown} (options are not abbreviated); see `aim-hf train --help`.")
-    if data_args.dataset_name is None:
+    if data_args.dataset_name is None and data_args.setting in PRETRAINED_SETTINGS:
+        _check_setting_job(model_args, data_args)
+    elif data_args.dataset_name is None:
         _check_embedded_job(model_args, data_args)
     else:
         _check_own_data_job(model_args, data_args)
@@ -552,16 +583,34 @@ def _check_push(args: AIMConfig) -> None:
 
 def _check_embedded_job(model_args: ModelArguments, data_args: DataArguments) -> None:
     """The options of a run on the embedded data, before anything is loaded."""
-    check_setting(data_args)
-    for option in ("encoders", "modality_columns"):
+    for option in ("encoders", "modality_columns", "setting_kwargs"):
         if getattr(model_args, option, None) or getattr(data_args, option, None):
             raise ValueError(
-                f"--{option} needs --dataset_name (the embedded data takes --vision_encoder / --audio_encoder)."
+                f"--{option} needs --dataset_name or --setting emoji/spoken (the embedded data takes "
+                "--vision_encoder / --audio_encoder)."
             )
     if data_args.only_modality is not None and data_args.only_modality not in MODALITIES:
         raise ValueError(f"only_modality must be one of {MODALITIES}, got {data_args.only_modality!r}.")
     check_name_or_path("--vision_encoder", model_args.vision_encoder)
     check_name_or_path("--audio_encoder", model_args.audio_encoder)
+
+
+def _check_setting_job(model_args: ModelArguments, data_args: DataArguments) -> None:
+    """The options of a run on a setting for pretrained encoders (`emoji`, `spoken`), before anything loads."""
+    setting = pretrained_setting(data_args.setting, **setting_options(data_args))
+    encoders = model_args.encoders
+    if model_args.vision_encoder or model_args.audio_encoder or data_args.modality_columns:
+        raise ValueError(
+            f"--setting {setting.name!r} takes its encoders in --encoders (not --vision_encoder / --audio_encoder) "
+            "and its own columns (no --modality_columns)."
+        )
+    if sorted(encoders) != sorted(setting.modalities):
+        example = json.dumps({m: f"path/to/{m}_encoder" for m in setting.modalities})
+        raise ValueError(f"--setting {setting.name!r} needs --encoders for {list(setting.modalities)}, e.g. '{example}'.")
+    for modality, name in encoders.items():
+        check_name_or_path(f"the {modality!r} encoder", name)
+    if data_args.only_modality is not None and data_args.only_modality not in encoders:
+        raise ValueError(f"only_modality must be one of {list(encoders)}, got {data_args.only_modality!r}.")
 
 
 def _check_own_data_job(model_args: ModelArguments, data_args: DataArguments) -> None:
@@ -618,6 +667,32 @@ def _own_data_parts(
     model_args: ModelArguments, data_args: DataArguments, training_args: AIMConfig
 ) -> tuple[dict[str, PreTrainedModel], MultimodalProcessor, DatasetDict, list[str]]:
     """The encoders, processors, splits and class names of a run on `--dataset_name`."""
+    return _encoder_parts(
+        model_args, data_args, training_args,
+        lambda processor: _load_own_data(processor, data_args, check=not data_args.skip_data_check),
+    )  # fmt: skip
+
+
+def _setting_parts(
+    model_args: ModelArguments, data_args: DataArguments, training_args: AIMConfig
+) -> tuple[dict[str, PreTrainedModel], MultimodalProcessor, DatasetDict, list[str]]:
+    """The encoders, processors, splits and class names of a run on `--setting emoji/spoken`."""
+
+    def load(processor: MultimodalProcessor) -> tuple[DatasetDict, list[str]]:
+        data = load_setting(data_args.setting, seed=data_args.dataset_seed, **setting_options(data_args))
+        return data, data["train"].features["label"].names
+
+    return _encoder_parts(model_args, data_args, training_args, load)
+
+
+def _encoder_parts(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: AIMConfig,
+    load: Callable[[MultimodalProcessor], tuple[DatasetDict, list[str]]],
+) -> tuple[dict[str, PreTrainedModel], MultimodalProcessor, DatasetDict, list[str]]:
+    """The encoders of `--encoders` and their processors, and the splits and class names that `load`
+    reads given the processors."""
     from transformers import set_seed
 
     from aim_hf.data.checks import check_classes
@@ -630,7 +705,7 @@ def _own_data_parts(
         {m: load_processor(name, m, cache_only[m]) for m, name in model_args.encoders.items()}
     )
     with training_args.main_process_first(desc="loading the dataset"):  # one process fills the datasets cache
-        data, names = _load_own_data(processor, data_args, check=not data_args.skip_data_check)
+        data, names = load(processor)
     check_classes(data, names, data_args.label_column)
     for split in ("validation", "test"):
         if split in data:
@@ -682,9 +757,12 @@ def build_trainer(
     from aim_hf.modeling import MultimodalModel
     from aim_hf.trainer import AIMTrainer
 
-    parts = _own_data_parts if data_args.dataset_name else _embedded_parts
+    if data_args.dataset_name:
+        parts = _own_data_parts
+    else:
+        parts = _setting_parts if data_args.setting in PRETRAINED_SETTINGS else _embedded_parts
     encoders, processor, data, names = parts(model_args, data_args, training_args)
-    freeze = {"vision": model_args.freeze_vision, "audio": model_args.freeze_audio}
+    freeze = {"vision": model_args.freeze_vision, "audio": model_args.freeze_audio, "text": model_args.freeze_text}
     model = MultimodalModel.from_encoders(
         encoders,
         fusion=model_args.fusion,
@@ -693,6 +771,7 @@ def build_trainer(
         id2label=dict(enumerate(names)),
         label2id={name: i for i, name in enumerate(names)},
     )
+    apply_batch_norm(model.encoders, model_args.batch_norm)
     collator = MultimodalCollator(
         processor,
         columns=_columns(processor, data_args),
@@ -821,7 +900,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # one line too, mid-training ones included (the collator's)
         return _error(command, err, debug)
     if training_args.process_index == 0:
-        data = data_args.dataset_name or "AV-digits"
+        pretrained = data_args.setting in PRETRAINED_SETTINGS
+        data = data_args.dataset_name or (f"setting {data_args.setting!r}" if pretrained else "AV-digits")
         print(f"\n{data}, modulation={training_args.modulation!r}; model saved to {training_args.output_dir}")
         print(format_results(metrics, tuple(built[0].processing_class.modalities)))
     from aim_hf.trainer import leave_process_group

