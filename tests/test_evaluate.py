@@ -18,7 +18,7 @@ from aim_hf.evaluation import modality_contributions, shapley_values
 
 EVAL_SAMPLES = "48"
 REPORT_KEYS = {
-    "model", "split", "setting", "dataset_seed", "image_noise", "max_eval_samples", "num_examples", "modalities",
+    "model", "split", "setting", "dataset_seed", "image_noise", "setting_kwargs", "max_eval_samples", "num_examples", "modalities",
     "blanking", "fused_accuracy", "probe_accuracy", "alone_accuracy", "shapley", "empty_accuracy", "empty_set",
     "chance", "subsets",
 }  # fmt: skip
