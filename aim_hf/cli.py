@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -581,6 +582,19 @@ def _check_push(args: AIMConfig) -> None:
         raise ValueError(f"--push_to_hub: cannot reach the Hub at {constants.ENDPOINT} (offline?): {cause}.") from err
 
 
+def _check_only_modality(only_modality: str | None, modalities: Sequence[str]) -> None:
+    """`--only_modality`, if given, names one of `modalities`."""
+    if only_modality is not None and only_modality not in modalities:
+        raise ValueError(f"only_modality must be one of {modalities}, got {only_modality!r}.")
+
+
+def _check_encoders(encoders: dict[str, str], only_modality: str | None) -> None:
+    """Each of `--encoders` a local folder or a Hub id, and `--only_modality` one of their modalities."""
+    for modality, name in encoders.items():
+        check_name_or_path(f"the {modality!r} encoder", name)
+    _check_only_modality(only_modality, list(encoders))
+
+
 def _check_embedded_job(model_args: ModelArguments, data_args: DataArguments) -> None:
     """The options of a run on the embedded data, before anything is loaded."""
     for option in ("encoders", "modality_columns", "setting_kwargs"):
@@ -589,8 +603,7 @@ def _check_embedded_job(model_args: ModelArguments, data_args: DataArguments) ->
                 f"--{option} needs --dataset_name or --setting emoji/spoken (the embedded data takes "
                 "--vision_encoder / --audio_encoder)."
             )
-    if data_args.only_modality is not None and data_args.only_modality not in MODALITIES:
-        raise ValueError(f"only_modality must be one of {MODALITIES}, got {data_args.only_modality!r}.")
+    _check_only_modality(data_args.only_modality, MODALITIES)
     check_name_or_path("--vision_encoder", model_args.vision_encoder)
     check_name_or_path("--audio_encoder", model_args.audio_encoder)
 
@@ -607,10 +620,7 @@ def _check_setting_job(model_args: ModelArguments, data_args: DataArguments) -> 
     if sorted(encoders) != sorted(setting.modalities):
         example = json.dumps({m: f"path/to/{m}_encoder" for m in setting.modalities})
         raise ValueError(f"--setting {setting.name!r} needs --encoders for {list(setting.modalities)}, e.g. '{example}'.")
-    for modality, name in encoders.items():
-        check_name_or_path(f"the {modality!r} encoder", name)
-    if data_args.only_modality is not None and data_args.only_modality not in encoders:
-        raise ValueError(f"only_modality must be one of {list(encoders)}, got {data_args.only_modality!r}.")
+    _check_encoders(encoders, data_args.only_modality)
 
 
 def _check_own_data_job(model_args: ModelArguments, data_args: DataArguments) -> None:
@@ -634,10 +644,7 @@ def _check_own_data_job(model_args: ModelArguments, data_args: DataArguments) ->
             raise ValueError(
                 f"modality {modality!r} of --modality_columns has no encoder in --encoders {list(encoders)}."
             )
-    for modality, name in encoders.items():
-        check_name_or_path(f"the {modality!r} encoder", name)
-    if data_args.only_modality is not None and data_args.only_modality not in encoders:
-        raise ValueError(f"only_modality must be one of {list(encoders)}, got {data_args.only_modality!r}.")
+    _check_encoders(encoders, data_args.only_modality)
 
 
 def _embedded_parts(
