@@ -104,7 +104,7 @@ def test_interrupted_then_resumed_ends_as_uninterrupted(method, cli_data, uninte
     assert_close(outcome(resumed), expected, method)
 
 
-@pytest.mark.parametrize("method", ["aim", "ogm_ge"])
+@pytest.mark.parametrize("method", list(MODULATIONS))
 def test_sigint_after_a_checkpoint_then_resume_from_its_path(method, cli_data, uninterrupted, tmp_path):
     """A real SIGINT to `aim-hf train` once checkpoint-2 is saved (`interrupted_cli.py` waits there),
     then `aim-hf train ... --resume_from_checkpoint OUT/checkpoint-2` in a new process."""
