@@ -18,9 +18,6 @@ the two differences); the values add up to `acc(all) − acc(∅)`.
 
 from __future__ import annotations
 
-import itertools
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +28,7 @@ from .collator import MultimodalCollator
 from .metrics import accuracy
 from .modeling import MultimodalModel
 from .processing import MultimodalProcessor
+from .shapley import coalitions, shapley_values
 
 BLANKING = "feature zeroing before the fusion (forward's feature_keep = 0)"
 EMPTY_SET = "every modality's feature zeroed (the head's bias alone)"
@@ -98,22 +96,6 @@ class ModalityContributions:
         return "\n".join(lines)
 
 
-def shapley_values(subset_accuracy: Mapping[tuple[str, ...], float], modalities: list[str]) -> dict[str, float]:
-    """Each modality's Shapley value of `subset_accuracy` (keys: subsets as tuples in `modalities`' order)."""
-    n = len(modalities)
-    values = {}
-    for m in modalities:
-        others = [o for o in modalities if o != m]
-        total = 0.0
-        for size in range(n):
-            weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
-            for subset in itertools.combinations(others, size):
-                with_m = tuple(o for o in modalities if o in subset or o == m)
-                total += weight * (subset_accuracy[with_m] - subset_accuracy[subset])
-        values[m] = total
-    return values
-
-
 @torch.no_grad()
 def modality_contributions(
     model: MultimodalModel,
@@ -131,7 +113,7 @@ def modality_contributions(
     model.eval()
     collator = collator or MultimodalCollator(processor)
     modalities = list(model.modalities)
-    subsets = [s for size in range(len(modalities) + 1) for s in itertools.combinations(modalities, size)]
+    subsets = coalitions(modalities)
     predictions: dict[tuple[str, ...], list[np.ndarray]] = {s: [] for s in subsets}
     probes: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
     labels = []
@@ -144,10 +126,8 @@ def modality_contributions(
         outputs = model(**batch)
         features = {m: f[-1] for m, f in outputs.depth_features.items()}
         for subset in subsets:
-            # forward(feature_keep=...) zeroes the dropped features the same way; the fusion alone
-            # spares re-running the encoders for each subset.
-            kept = {m: f if m in subset else torch.zeros_like(f) for m, f in features.items()}
-            logits = outputs.logits if len(subset) == len(modalities) else model.fusion(kept)[0]
+            # The fusion alone spares re-running the encoders for each subset.
+            logits = outputs.logits if len(subset) == len(modalities) else model.fusion.logits_with(features, subset)
             predictions[subset].append(logits.argmax(-1).cpu().numpy())
         for m, logits in outputs.probe_logits.items():
             probes[m].append(logits.argmax(-1).cpu().numpy())
@@ -160,4 +140,4 @@ def modality_contributions(
     )
 
 
-__all__ = ["ModalityContributions", "modality_contributions", "shapley_values"]
+__all__ = ["ModalityContributions", "modality_contributions"]

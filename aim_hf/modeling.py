@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import types
 import warnings
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -143,6 +143,13 @@ class _Fusion(nn.Module):
             shares[m] = F.linear(vectors[m], weight[:, start : start + width]) + bias / len(self.modalities)
             start += width
         return sum(shares.values()), shares
+
+    def logits_with(self, features: dict[str, torch.Tensor], present: Iterable[str]) -> torch.Tensor:
+        """The fused logits with only the modalities in `present`: every other one's feature enters as
+        zeros, as `feature_keep=0` drops it in the model's forward (AGM's coalitions, MLA's unimodal
+        logits, `aim-hf evaluate`'s blanked modalities)."""
+        present = set(present)
+        return self({m: f if m in present else torch.zeros_like(f) for m, f in features.items()})[0]
 
 
 class ConcatFusion(_Fusion):

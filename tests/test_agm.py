@@ -1,6 +1,6 @@
-"""AGM: Shapley responses against a hand computation and, for every fusion, the fusion's
-decomposition; ratio, running target and coefficient against the formula over two steps; gradient
-and update modes; the window."""
+"""AGM: for every fusion, the Shapley responses against the fusion's decomposition (the Shapley
+values themselves: test_shapley.py); ratio, running target and coefficient against the formula over
+two steps; gradient and update modes; the window."""
 
 from __future__ import annotations
 
@@ -12,19 +12,9 @@ import torch
 from aim_hf import AIMTrainer
 from aim_hf.modeling import MultimodalOutput
 from aim_hf.modulation import build_modulation
-from aim_hf.modulation.agm import shapley_responses
+from aim_hf.shapley import coalitions, shapley_values
 
 MODALITIES = ("vision", "audio", "text")
-
-
-def test_shapley_responses_of_three_players_match_hand_computation():
-    # f = a + 2b + abc: the interaction is shared equally by the three.
-    a, b, c = torch.tensor([[2.0]]), torch.tensor([[3.0]]), torch.tensor([[5.0]])
-    fuse = lambda f: f["a"] + 2 * f["b"] + f["a"] * f["b"] * f["c"]  # noqa: E731
-    responses = shapley_responses(fuse, {"a": a, "b": b, "c": c}, ["a", "b", "c"])
-    assert responses["a"].item() == pytest.approx(2 + 30 / 3)
-    assert responses["b"].item() == pytest.approx(6 + 30 / 3)
-    assert responses["c"].item() == pytest.approx(30 / 3)
 
 
 @pytest.mark.parametrize("fusion", ["concat", "sum", "gated", "film"])
@@ -33,7 +23,8 @@ def test_responses_decompose_every_fusion(build_model, fusion):
     torch.manual_seed(0)
     features = {m: torch.randn(5, 32) for m in MODALITIES}
     with torch.no_grad():
-        responses = shapley_responses(lambda f: model.fusion(f)[0], features, list(MODALITIES))
+        logits = {c: model.fusion.logits_with(features, c) for c in coalitions(MODALITIES)}
+        responses = shapley_values(logits, MODALITIES)
         full, shares = model.fusion(features)
         empty, _ = model.fusion({m: torch.zeros_like(f) for m, f in features.items()})
     # Efficiency: the responses add up to the fused logits less those of all-zero features.

@@ -14,7 +14,7 @@ from test_cli import TINY_OPTIONS
 from aim_hf import MultimodalCollator, MultimodalModel, MultimodalProcessor
 from aim_hf.cli import main
 from aim_hf.data.settings import load_setting
-from aim_hf.evaluation import modality_contributions, shapley_values
+from aim_hf.evaluation import modality_contributions
 
 EVAL_SAMPLES = "48"
 REPORT_KEYS = {
@@ -76,17 +76,6 @@ def test_the_table_shows_the_reports_numbers(trained):
     for m in ("vision", "audio"):
         numbers = (report["probe_accuracy"][m], report["alone_accuracy"][m], report["shapley"][m])
         assert "| {} | {:.4f} | {:.4f} | {:+.4f} |".format(m, *numbers) in stdout
-
-
-def test_shapley_weights_with_three_modalities():
-    acc = {
-        (): 0.0, ("v",): 0.3, ("a",): 0.1, ("t",): 0.0,
-        ("v", "a"): 0.5, ("v", "t"): 0.3, ("a", "t"): 0.2, ("v", "a", "t"): 0.6,
-    }  # fmt: skip
-    values = shapley_values(acc, ["v", "a", "t"])
-    # Weights 1/3 (no other), 1/6 (one other), 1/3 (both others).
-    assert values["v"] == pytest.approx(0.3 / 3 + (0.5 - 0.1) / 6 + (0.3 - 0.0) / 6 + (0.6 - 0.2) / 3)
-    assert sum(values.values()) == pytest.approx(acc[("v", "a", "t")] - acc[()])
 
 
 def test_function_keeps_predictions_per_subset(build_model, build_processor, build_dataset):

@@ -24,8 +24,6 @@ paper's: docs/methods/agm.md.
 
 from __future__ import annotations
 
-import itertools
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling import MultimodalModel, MultimodalOutput
+from ..shapley import coalitions, shapley_values
 from .base import Metric, Modulation, Paper
 from .mechanics import StepSums, choose_scaling_mode, discrepancy_ratios, true_class_probabilities, with_sample_count
 
@@ -59,30 +58,6 @@ class AGMConfig:
     def __post_init__(self) -> None:
         if self.alpha < 0:
             raise ValueError(f"agm's alpha must be >= 0, got {self.alpha}.")
-
-
-def shapley_responses(
-    fuse: Any, features: dict[str, torch.Tensor], modalities: list[str]
-) -> dict[str, torch.Tensor]:
-    """Each modality's Shapley value in the logits `fuse(features)` (a callable from a dict of
-    features to logits), a modality left out of a coalition entering as zeros."""
-    num = len(modalities)
-    zeros = {m: torch.zeros_like(f) for m, f in features.items()}
-    value: dict[frozenset[str], torch.Tensor] = {}
-    for size in range(num + 1):
-        for coalition in itertools.combinations(modalities, size):
-            value[frozenset(coalition)] = fuse({m: features[m] if m in coalition else zeros[m] for m in modalities})
-    responses = {}
-    for m in modalities:
-        others = [o for o in modalities if o != m]
-        terms = []
-        for size in range(num):
-            weight = math.factorial(size) * math.factorial(num - size - 1) / math.factorial(num)
-            for coalition in itertools.combinations(others, size):
-                subset = frozenset(coalition)
-                terms.append(weight * (value[subset | {m}] - value[subset]))
-        responses[m] = sum(terms)
-    return responses
 
 
 def agm_coefficients(
@@ -142,7 +117,9 @@ class AGM(Modulation):
     def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> None:
         with torch.no_grad():
             features = {m: outputs.depth_features[m][-1] for m in self.modalities}
-            responses = shapley_responses(lambda f: self.model.fusion(f)[0], features, self.modalities)
+            fusion = self.model.fusion
+            coalition_logits = {c: fusion.logits_with(features, c) for c in coalitions(self.modalities)}
+            responses = shapley_values(coalition_logits, self.modalities)
             sums = [
                 -true_class_probabilities(responses[m], labels).clamp(min=MIN_PROBABILITY).log().sum()
                 for m in self.modalities

@@ -53,8 +53,7 @@ class MLAConfig:
 
 def unimodal_head_logits(model: MultimodalModel, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The fusion's logits with only modality m's feature present (the others zeros), per modality."""
-    zeros = {m: torch.zeros_like(f) for m, f in features.items()}
-    return {m: model.fusion({**zeros, m: f})[0] for m, f in features.items()}
+    return {m: model.fusion.logits_with(features, [m]) for m in features}
 
 
 def entropy_weighted_logits(logits: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
