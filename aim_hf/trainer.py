@@ -373,6 +373,7 @@ class AIMTrainer(Trainer):
         repo_id = getattr(self, "hub_model_id", None) or self.args.hub_model_id
         write_model_card(
             self,
+            self.modulation,
             output_dir or self.args.output_dir,
             model_name=model_name,
             repo_id=repo_id,
