@@ -19,7 +19,8 @@ class MultimodalCollator:
     path; an audio array, `{"array", "sampling_rate"}` dict or file; a string) and a label. Each
     modality is processed by its own processor ([`MultimodalProcessor.process`]), with padding and
     attention masks, and the batch is returned as
-    `{"vision": {...}, "audio": {...}, "text": {...}, "labels": ...}`.
+    `{"vision": {...}, "audio": {...}, "text": {...}, "labels": ...}`; without `labels` when no example
+    has a label (missing or None: unlabelled data to predict on).
 
     Args:
         processor: a [`MultimodalProcessor`] or a dict modality -> processor.
@@ -64,6 +65,12 @@ class MultimodalCollator:
             )
             for m in self.processor.modalities
         }
-        if all(self.label_column in e for e in examples):
-            batch["labels"] = torch.tensor([int(e[self.label_column]) for e in examples], dtype=torch.long)
+        labels = [e.get(self.label_column) for e in examples]
+        if all(label is not None for label in labels):
+            batch["labels"] = torch.tensor([int(label) for label in labels], dtype=torch.long)
+        elif any(label is not None for label in labels):
+            raise ValueError(
+                f"Some examples of the batch have a {self.label_column!r} and some have none (or None): label every "
+                "example, or none of them to predict."
+            )
         return batch

@@ -120,7 +120,9 @@ def modality_contributions(
     for start in range(0, len(dataset), batch_size):
         batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         if "labels" not in batch:
-            raise ValueError("the dataset has no 'label' column: accuracy needs a label for every example.")
+            raise ValueError(
+                "the dataset has no labels (no 'label' column, or None labels): accuracy needs a label for every example."
+            )
         labels.append(batch.pop("labels").numpy())
         batch = {m: {k: v.to(model.device) for k, v in inputs.items()} for m, inputs in batch.items()}
         outputs = model(**batch)

@@ -25,7 +25,7 @@ from .modulation.composite import members_of
 from .training_args import AIMConfig
 
 if TYPE_CHECKING:
-    from .trainer import AIMTrainer
+    from transformers import Trainer
 
 MODEL_CARD_NAME = "README.md"
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "aim_model_card.md"
@@ -93,7 +93,7 @@ def _results(log_history: list[dict[str, Any]], modalities: list[str]) -> dict[s
     return results
 
 
-def _training_hyperparameters(trainer: AIMTrainer) -> dict[str, Any]:
+def _training_hyperparameters(trainer: Trainer) -> dict[str, Any]:
     """transformers' list of the training hyperparameters, with a warm-up under 1 shown as what it is:
     a ratio of the training steps (and the steps it gave)."""
     values = extract_hyperparameters_from_trainer(trainer)
@@ -115,10 +115,10 @@ def _training_hyperparameters(trainer: AIMTrainer) -> dict[str, Any]:
 _RESOLVED = {"modulation_start": "start"}
 
 
-def _method_hyperparameters(trainer: AIMTrainer) -> dict[str, Any]:
+def _method_hyperparameters(trainer: Trainer, modulation: Modulation) -> dict[str, Any]:
     """Each method's hyperparameters (`_member_hyperparameters`); a composition's as
     `<method>.<option>`, member by member."""
-    members = members_of(trainer.modulation)
+    members = members_of(modulation)
     return {
         (f"{member.name}.{key}" if len(members) > 1 else key): value
         for member in members
@@ -126,7 +126,7 @@ def _method_hyperparameters(trainer: AIMTrainer) -> dict[str, Any]:
     }
 
 
-def _member_hyperparameters(trainer: AIMTrainer, modulation: Modulation) -> dict[str, Any]:
+def _member_hyperparameters(trainer: Trainer, modulation: Modulation) -> dict[str, Any]:
     """The modulation schedule, the fields of the method's own prefix (`aim_*`) and the method's own
     options (its `Config`, given in `modulation_kwargs`), with the values the run used: an option
     left to its default or `auto` shows what that resolved to (for a `Config` option, the
@@ -172,7 +172,7 @@ def _source(name_or_path: str) -> str:
     return f"`{name_or_path}` (local folder)" if name_or_path else "built from a config (random init)"
 
 
-def _encoders(trainer: AIMTrainer) -> list[dict[str, Any]]:
+def _encoders(trainer: Trainer) -> list[dict[str, Any]]:
     model = trainer.accelerator.unwrap_model(trainer.model)
     processor = trainer.processing_class
     kinds = getattr(processor, "kinds", {})
@@ -228,7 +228,8 @@ def _versions() -> dict[str, str]:
 
 
 def build_model_card(
-    trainer: AIMTrainer,
+    trainer: Trainer,
+    modulation: Modulation,
     output_dir: str | os.PathLike,
     model_name: str | None = None,
     repo_id: str | None = None,
@@ -242,7 +243,9 @@ def build_model_card(
     `modulation.png`) into `output_dir`, where the card links them.
 
     Args:
-        trainer: the [`AIMTrainer`]; its model, arguments, processors and `state.log_history` are read.
+        trainer: the trainer (an [`AIMTrainer`]); its model, arguments (an [`AIMConfig`]), processors and
+            `state.log_history` are read.
+        modulation: the method the trainer runs (`AIMTrainer.modulation`).
         output_dir: the folder the card will be saved in (the plots are written there now).
         model_name: the card's title (default: the last part of `repo_id`, else the run's `args.output_dir`).
         repo_id: the Hub repo the usage snippet loads (default: `model_name`).
@@ -259,7 +262,7 @@ def build_model_card(
         dataset = getattr(getattr(trainer.train_dataset, "info", None), "dataset_name", None)
     encoders = _encoders(trainer)
     plots = plot_run(trainer.state.log_history, output_dir)
-    members = [type(m) for m in members_of(trainer.modulation)]
+    members = [type(m) for m in members_of(modulation)]
     method = _method(members[0])
     if len(members) > 1:  # a composition: titled by its members' titles, their papers in the citations
         method = {"name": args.modulation, "title": " + ".join(_method(m)["title"] for m in members), "paper": None}
@@ -288,7 +291,7 @@ def build_model_card(
         dataset_is_hub_id="/" in (dataset or "") and hub_id(dataset) is not None,
         dataset_loader=_dataset_loader(dataset),
         method=method,
-        method_hyperparameters=_method_hyperparameters(trainer),
+        method_hyperparameters=_method_hyperparameters(trainer, modulation),
         hyperparameters=_training_hyperparameters(trainer),
         versions=_versions(),
         citations=_citations(*members),
@@ -298,11 +301,13 @@ def build_model_card(
     )
 
 
-def write_model_card(trainer: AIMTrainer, output_dir: str | os.PathLike, **kwargs: Any) -> str:
+def write_model_card(
+    trainer: Trainer, modulation: Modulation, output_dir: str | os.PathLike, **kwargs: Any
+) -> str:
     """Render the card (see [`build_model_card`]) and save it as `output_dir/README.md`; returns its path."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, MODEL_CARD_NAME)
-    build_model_card(trainer, output_dir, **kwargs).save(path)
+    build_model_card(trainer, modulation, output_dir, **kwargs).save(path)
     return path
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_pt_utils import nested_detach
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, sort_checkpoints
 from transformers.utils import CONFIG_NAME, logging
 
@@ -42,11 +43,13 @@ class AIMTrainer(Trainer):
     (`create_optimizer`), whose learning rate a method can scale for a step; logs the loss
     components, each probe's training accuracy and the method's metrics (averaged over the logging
     interval, reduced across processes); saves the method's state in every checkpoint and restores
-    it on `train(resume_from_checkpoint=...)`; and defaults `compute_metrics` to fused and per-probe
-    accuracy / macro-F1 and the collator to a [`MultimodalCollator`] over `processing_class` (a
-    [`MultimodalProcessor`]). Every saved model gets a model card with plots (`aim_hf.model_card`);
-    a failed Hub push raises `PushToHubError`. Under FSDP or DeepSpeed it refuses, when built, a
-    method that reads gradients (`Modulation.reads_gradients`): they are sharded outside `.grad`.
+    it on `train(resume_from_checkpoint=...)`; hands the predictions over by name (`prediction_step`),
+    and `predict()` works on unlabelled data; and defaults `compute_metrics` to fused and per-probe
+    accuracy / macro-F1 (`aim_hf.metrics`) and the collator to a [`MultimodalCollator`] over
+    `processing_class` (a [`MultimodalProcessor`]). Every saved model gets a model card with plots
+    (`aim_hf.model_card`); a failed Hub push raises `PushToHubError`. Under FSDP or DeepSpeed it
+    refuses, when built, a method that reads gradients (`Modulation.reads_gradients`): they are
+    sharded outside `.grad`.
     """
 
     # compute_loss returns the mean over the micro-batch; Trainer divides it by the accumulation steps.
@@ -170,27 +173,60 @@ class AIMTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ):
-        training = model.training
         if inputs.get("labels") is None:
             raise ValueError("The batch has no 'labels': AIMTrainer needs a label for every example.")
-        if training:
-            self.modulation.begin_micro_batch(self.state.global_step, inputs["labels"], self._grad_scale())
-        extra = self.modulation.forward_kwargs() if training else {}
-        outputs: MultimodalOutput = model(**inputs, **extra)
+        if not model.training:
+            outputs = self._evaluation_outputs(model, inputs)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+        labels = inputs["labels"]
+        self.modulation.begin_micro_batch(self.state.global_step, labels, self._grad_scale())
+        outputs: MultimodalOutput = model(**inputs, **self.modulation.forward_kwargs())
         loss = outputs.loss
-        if training:
-            labels = inputs["labels"]
-            extra_loss = self.modulation.compute_loss(outputs, labels)
-            if extra_loss is not None:
-                loss = loss + extra_loss
-            self._accumulate_step_stats(outputs, labels)
-        else:
-            logits = self.modulation.evaluation_logits(outputs)
-            if logits is not None:
-                fused_loss = nn.functional.cross_entropy(logits.float(), inputs["labels"])
-                loss = loss - outputs.fused_loss + fused_loss
-                outputs.logits, outputs.fused_loss = logits, fused_loss
+        extra_loss = self.modulation.compute_loss(outputs, labels)
+        if extra_loss is not None:
+            loss = loss + extra_loss
+        self._accumulate_step_stats(outputs, labels)
         return (loss, outputs) if return_outputs else loss
+
+    def _evaluation_outputs(self, model: nn.Module, inputs: dict[str, Any]) -> MultimodalOutput:
+        """The model's outputs at evaluation and prediction, labelled or not: the method's evaluation
+        logits (`Modulation.evaluation_logits`) replace the fused ones, and with labels the fused part
+        of the loss is recomputed from them."""
+        outputs: MultimodalOutput = model(**inputs)
+        logits = self.modulation.evaluation_logits(outputs)
+        if logits is not None:
+            outputs.logits = logits
+            if outputs.loss is not None:
+                fused_loss = nn.functional.cross_entropy(logits.float(), inputs["labels"])
+                outputs.loss = outputs.loss - outputs.fused_loss + fused_loss
+                outputs.fused_loss = fused_loss
+        return outputs
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, dict[str, Any] | None, torch.Tensor | None]:
+        """Trainer's evaluation step, with the predictions keyed by name (`{"logits": ..., "probe_logits":
+        {modality: ...}, ...}`: the model's outputs but the loss and `ignore_keys`, default the config's
+        `keys_to_ignore_at_inference`), so that `compute_metrics` finds each output by its name. A batch
+        without labels (unlabelled data, `predict()`) gives the predictions, no loss."""
+        inputs = self._prepare_inputs(inputs)
+        labels = inputs.get("labels")
+        with torch.no_grad(), self.compute_loss_context_manager():
+            if labels is not None:
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+                loss = loss.detach().mean()
+            else:
+                loss, outputs = None, self._evaluation_outputs(model, inputs)
+        if prediction_loss_only:
+            return loss, None, None
+        if ignore_keys is None:
+            ignore_keys = self.model.config.keys_to_ignore_at_inference
+        predictions = {k: v for k, v in outputs.items() if k not in ignore_keys and k != "loss"}
+        return loss, nested_detach(predictions), labels
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -337,6 +373,7 @@ class AIMTrainer(Trainer):
         repo_id = getattr(self, "hub_model_id", None) or self.args.hub_model_id
         write_model_card(
             self,
+            self.modulation,
             output_dir or self.args.output_dir,
             model_name=model_name,
             repo_id=repo_id,

@@ -67,3 +67,13 @@ def test_empty_text_is_text(build_processor):
     rows[1]["text"] = ""
     batch = MultimodalCollator(build_processor(("vision", "text")))(rows)
     assert batch["text"]["attention_mask"][1].sum() == 2  # [CLS] [SEP]
+
+
+def test_unlabelled_rows_give_no_labels_and_mixed_rows_are_refused(build_processor):
+    rows = make_rows(3, ("vision", "text"))
+    collator = MultimodalCollator(build_processor(("vision", "text")))
+    no_column = [{k: v for k, v in row.items() if k != "label"} for row in rows]
+    assert "labels" not in collator(no_column)
+    assert "labels" not in collator([{**row, "label": None} for row in rows])
+    with pytest.raises(ValueError, match="Some examples of the batch have a 'label' and some have none"):
+        collator([rows[0], no_column[1]])

@@ -3,7 +3,9 @@ Trainer integrations under."""
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from datasets import Dataset
 from huggingface_hub import ModelCard
 from PIL import Image
 
+import aim_hf
 from aim_hf import AIMConfig, AIMTrainer, MultimodalModel, MultimodalProcessor
 from aim_hf.modulation import MODULATIONS
 from aim_hf.plotting import accuracy_curves, load_log_history, modulation_curves, panel_title, plot_run
@@ -212,3 +215,17 @@ def test_metric_names_reach_tensorboard(encoder_paths, processors, tmp_path, mon
     # Every metric the trainer logged reached TensorBoard under train/<name>.
     logged = {k for log in trainer.state.log_history if "loss" in log for k in log if k != "step"}
     assert {f"train/{k}" for k in logged} <= tags
+
+
+def test_model_card_does_not_import_the_trainer():
+    """The trainer imports the model card, never the other way round (not even for type hints)."""
+    tree = ast.parse(Path(aim_hf.model_card.__file__).read_text())
+    imported = set()  # every module and name imported anywhere in the file, as absolute dotted names
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = f"aim_hf.{node.module or ''}".rstrip(".") if node.level else node.module
+            imported |= {module} | {f"{module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+    assert "aim_hf.modulation.base" in imported  # relative imports resolved
+    assert not [name for name in imported if name == "aim_hf.trainer" or name.startswith("aim_hf.trainer.")]

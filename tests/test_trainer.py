@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,10 +48,41 @@ def test_evaluate_reports_fused_and_probe_metrics(build_model, build_processor, 
     metrics = trainer.evaluate()
     for key in ("eval_accuracy", "eval_f1", "eval_vision_probe_accuracy", "eval_text_probe_f1"):
         assert 0.0 <= metrics[key] <= 1.0
-    # The eval accuracy is the accuracy of the model's own predictions.
+    # The eval accuracy is the accuracy of the model's own predictions, handed over by name.
     predictions = trainer.predict(build_dataset(12, modalities, seed=1))
-    logits = predictions.predictions[0]
+    assert set(predictions.predictions) == {"logits", "modality_logits", "probe_logits"}
+    logits, probes = predictions.predictions["logits"], predictions.predictions["probe_logits"]
     assert metrics["eval_accuracy"] == pytest.approx((logits.argmax(-1) == predictions.label_ids).mean())
+    for m in modalities:
+        probe_accuracy = (probes[m].argmax(-1) == predictions.label_ids).mean()
+        assert metrics[f"eval_{m}_probe_accuracy"] == pytest.approx(probe_accuracy)
+    # Another set of outputs handed over (modality_logits left out, depth_features in) shifts no metric.
+    other = trainer.evaluate(ignore_keys=["modality_logits", "auxiliary_logits", "fused_loss"])
+    scores = [key for key in metrics if key.endswith(("accuracy", "f1"))]
+    assert len(scores) == 6 and {key: other[key] for key in scores} == {key: metrics[key] for key in scores}
+
+
+@pytest.mark.parametrize("unlabelled", ["no label column", "None labels"])
+@pytest.mark.parametrize("method", ["none", "mla"])
+def test_predict_on_unlabelled_data(build_model, build_processor, build_dataset, make_args, unlabelled, method):
+    modalities = ("vision", "text")
+    trainer = AIMTrainer(
+        model=build_model(modalities), args=make_args(modulation=method), processing_class=build_processor(modalities)
+    )
+    labelled = build_dataset(8, modalities, seed=1)
+    if unlabelled == "no label column":
+        rows = labelled.remove_columns("label")
+    else:
+        rows = labelled.map(lambda row: {"label": None})
+    predicted = trainer.predict(rows)
+    assert predicted.label_ids is None
+    assert not any(key.endswith(("loss", "accuracy", "f1")) for key in predicted.metrics)
+    # The same fused logits (MLA's entropy-weighted ones under mla) and probes as with the labels.
+    reference = trainer.predict(labelled).predictions
+    assert predicted.predictions["logits"].shape == (8, 3)
+    np.testing.assert_allclose(predicted.predictions["logits"], reference["logits"], rtol=1e-5, atol=1e-6)
+    for m in modalities:
+        np.testing.assert_allclose(predicted.predictions["probe_logits"][m], reference["probe_logits"][m], rtol=1e-5)
 
 
 def test_macro_f1_against_hand_count():
