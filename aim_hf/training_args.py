@@ -189,9 +189,9 @@ class AIMConfig(TrainingArguments):
             raise ValueError(f"Unknown modulation {self.modulation!r}: choose one of {', '.join(MODULATIONS)}.")
         if self.modulation_start is not None and self.modulation_start < 0:
             raise ValueError(f"modulation_start must be >= 0, got {self.modulation_start}.")
-        self.modulation_kwargs = _json_mapping("modulation_kwargs", self.modulation_kwargs)
+        self.modulation_kwargs = json_mapping("modulation_kwargs", self.modulation_kwargs)
         self.learning_rate_mapping = check_learning_rate_mapping(
-            _json_mapping("learning_rate_mapping", self.learning_rate_mapping)
+            json_mapping("learning_rate_mapping", self.learning_rate_mapping)
         )
         # Fail at parse time, not in the trainer.
         if is_composition(self.modulation):
@@ -216,7 +216,7 @@ class AIMConfig(TrainingArguments):
             raise ValueError(f"aim_prototype_iters must be >= 0, got {self.aim_prototype_iters}.")
 
 
-def _json_mapping(name: str, value: dict | str | None) -> dict:
+def json_mapping(name: str, value: dict | str | None) -> dict:
     """A dict field given as a dict, a JSON object string (the command line) or None (empty)."""
     if isinstance(value, str):
         try:

@@ -52,11 +52,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aim_hf.compare.record import collect, comparisons, suppression  # noqa: F401 (used by the tests)
+from aim_hf.compare.record import collect, suppression
 from aim_hf.compare.report import methods_table, plot_accuracy, suppression_table
 from aim_hf.compare.runs import BASE_TRAIN_OPTIONS, RunFailed, plan_runs, run_all, safe_name
 from aim_hf.compare.runs import method_options as _method_options
-from aim_hf.stats import best_on_validation, paired_interval  # noqa: F401 (used by the tests)
 
 MODALITIES = ("vision", "audio")
 UNIMODAL = MODALITIES
@@ -169,19 +168,19 @@ def time_child(result_path: str, spec_path: str) -> None:
     """Train each run of `spec_path` (a JSON list of `aim-hf train` argument lists), all in this process,
     one thread each, taking optimizer steps in turn; write each run's step times (and the seconds its
     method spent refreshing learned prototypes, AIM's amortised extra work) to `result_path`."""
-    from aim_hf import cli
+    from aim_hf.scripts.train import build_trainer, parse_train_args
 
     runs = json.loads(Path(spec_path).read_text())
     rotation = Rotation(len(runs))
     timers, trainers = [], []
     for index, argv in enumerate(runs):
-        model_args, data_args, training_args = cli.parse_train_args(argv)
+        model_args, data_args, training_args = parse_train_args(argv)
         if training_args.gradient_accumulation_steps != 1:
             # Accelerate's gradient-sync flag is shared by the process's trainers; with one micro-batch
             # per step it is always on, whichever trainer set it last.
             raise ValueError("Timing runs in turn needs --gradient_accumulation_steps 1.")
         timers.append(_turn_timer(rotation, index))
-        trainers.append(cli.build_trainer(model_args, data_args, training_args, callbacks=[timers[-1]])[0])
+        trainers.append(build_trainer(model_args, data_args, training_args, callbacks=[timers[-1]])[0])
     errors: list[BaseException] = []
 
     def train(index: int) -> None:
@@ -239,7 +238,7 @@ def plan_options(setting: str, optimizer: str, quick: bool) -> list[str]:
 
 def accuracy_hidden_size(options: Sequence[str]) -> int:
     """The encoder width `aim-hf train` uses with `options` (the last `--hidden_size`, else its default)."""
-    from aim_hf.cli import ModelArguments
+    from aim_hf.scripts.arguments import ModelArguments
 
     sizes = [options[i + 1] for i, o in enumerate(options[:-1]) if o == "--hidden_size"]
     return int(sizes[-1]) if sizes else ModelArguments.hidden_size

@@ -38,7 +38,7 @@ POLICY = {
     "spoken": [
         "--num_train_epochs", "2", "--learning_rate", "1e-3",
         "--learning_rate_mapping", '{"vision": 5e-4, "audio": 1e-4}',
-        "--freeze_vision", "8", "--freeze_audio", "2", "--batch_norm", "0.1",
+        "--freeze", '{"vision": 8, "audio": 2}', "--batch_norm", "0.1",
         "--setting_kwargs", '{"snr_db": [-20.0, -10.0]}',
     ],
 }  # fmt: skip
@@ -47,7 +47,7 @@ COMMON = ["--modulation", "none", "--per_device_eval_batch_size", "64", "--loggi
 VARIANTS = {
     "bn_as_loaded": ["--batch_norm", "as_loaded"],
     "bn_momentum_0.1": ["--batch_norm", "0.1"],
-    "train_all": ["--freeze_vision", "0", "--freeze_text", "0", "--freeze_audio", "0"],
+    "train_all": ["--freeze", "{}"],
     "epochs_8": ["--num_train_epochs", "8"],
     "mask_0.3": ["--setting_kwargs", '{"mask_fraction": 0.3}'],
     "mask_0.5": ["--setting_kwargs", '{"mask_fraction": 0.5}'],

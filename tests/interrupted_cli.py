@@ -15,7 +15,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from aim_hf import cli
+from aim_hf.cli import main
+from aim_hf.scripts import train
 
 
 class WaitAfterSave(TrainerCallback):
@@ -32,5 +33,5 @@ class WaitAfterSave(TrainerCallback):
 
 if __name__ == "__main__":
     step, ready, *argv = sys.argv[1:]
-    cli.build_trainer = functools.partial(cli.build_trainer, callbacks=[WaitAfterSave(int(step), ready)])
-    sys.exit(cli.main(argv))
+    train.build_trainer = functools.partial(train.build_trainer, callbacks=[WaitAfterSave(int(step), ready)])
+    sys.exit(main(argv))

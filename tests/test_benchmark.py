@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from aim_hf.compare.record import comparisons, suppression
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "av_digits.py"
 
 
@@ -82,29 +84,6 @@ def test_rotation_failure_stops_the_waiting_threads():
     assert not thread.is_alive() and "failed" in str(errors[0])
 
 
-def test_paired_interval_matches_a_hand_computed_t_interval():
-    bench = _load_benchmark()
-    mean, low, high = bench.paired_interval([0.80, 0.82, 0.79], [0.75, 0.78, 0.77])
-    # differences 0.05, 0.04, 0.02: mean 0.03667, sample std 0.01528, t(0.975, 2 dof) = 4.303
-    half = 4.303 * 0.0152753 / 3**0.5
-    assert mean == pytest.approx(0.0366667, abs=1e-6)
-    assert (low, high) == (pytest.approx(mean - half, abs=1e-5), pytest.approx(mean + half, abs=1e-5))
-    with pytest.raises(ValueError, match="equal lengths"):
-        bench.paired_interval([0.1], [0.1, 0.2])
-
-
-def test_best_on_validation_takes_the_first_best_evaluation():
-    bench = _load_benchmark()
-    # As the Trainer logs a dict of evaluation sets: one entry per set and step.
-    log = [
-        {"step": 1, "eval_accuracy": 0.5}, {"step": 1, "test_curve_accuracy": 0.4},
-        {"step": 2, "eval_accuracy": 0.7}, {"step": 2, "test_curve_accuracy": 0.65, "test_curve_vision_probe_accuracy": 0.3},
-        {"step": 3, "loss": 1.0},
-        {"step": 3, "eval_accuracy": 0.7}, {"step": 3, "test_curve_accuracy": 0.1},
-    ]  # fmt: skip
-    assert bench.best_on_validation(log) == {"test_accuracy": 0.65, "test_vision_probe_accuracy": 0.3}
-
-
 def _method(fused, vision, audio, val=None):
     return {"seeds": [0, 1, 2], "fused": fused, "probe": {"vision": vision, "audio": audio}, "val_fused": val or fused}
 
@@ -120,7 +99,7 @@ def test_setting_checks_and_comparisons_read_the_per_seed_values():
             "aim": _method([0.74, 0.75, 0.79], [0.69, 0.70, 0.71], [0.55, 0.50, 0.52], val=[0.1, 0.1, 0.1]),
         },
     }
-    gaps = bench.suppression(record)
+    gaps = suppression(record)
     assert gaps["audio"]["gap"][0] == pytest.approx(-(0.20 + 0.17 + 0.18) / 3)
     checks = {target: met for target, met, _ in bench.setting_checks(record)}
     assert checks["weak modality (audio) probe under none >= 15 points below it alone"]
@@ -128,7 +107,7 @@ def test_setting_checks_and_comparisons_read_the_per_seed_values():
     assert checks["fused accuracy under none above vision alone"]
     hopeless = {**record, "setting": "hopeless", "unimodal": {"vision": [0.7] * 3, "audio": [0.12, 0.14, 0.13]}}
     assert bench.setting_checks(hopeless) == [("weak modality (audio) alone within 5 points of chance (0.10)", True, "0.1300")]
-    compared = bench.comparisons(record)
+    compared = comparisons(record)
     assert compared["ogm_ge"]["fused_vs_none"][0] == pytest.approx((0.02 + 0.025 + 0.02) / 3)
     assert compared["ogm_ge"]["fused_vs_none"][1] > 0  # the interval lies above 0: it beats none
     # The best other method is chosen on validation (ogm_ge), not on test.

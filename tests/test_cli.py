@@ -16,7 +16,8 @@ from tiny import IMAGE_SIZE
 from transformers import AutoModel, ViTImageProcessorPil
 
 from aim_hf import MultimodalModel, MultimodalProcessor
-from aim_hf.cli import main, parse_train_args
+from aim_hf.cli import main
+from aim_hf.scripts.train import parse_train_args
 from aim_hf.data import SpectrogramFeatureExtractor
 
 TINY_OPTIONS = [
@@ -70,19 +71,19 @@ def test_module_entry_point_help_and_usage():
     help_text = subprocess.run(
         [sys.executable, "-m", "aim_hf", "train", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for option in ("--modulation", "--aim_alpha", "--vision_encoder", "--image_noise", "--num_depth_groups"):
+    for option in ("--modulation", "--aim_alpha", "--encoders", "--freeze", "--image_noise", "--num_depth_groups"):
         assert option in help_text
     assert main([]) == 2 and main(["fit"]) == 2
 
 
 def test_pretrained_encoders_from_local_folders(encoder_paths, tmp_path):
-    """`--vision_encoder` / `--audio_encoder` load those weights and the vision folder's image processor,
+    """`--encoders` on the embedded data loads those weights and the vision folder's image processor,
     and the spectrograms take the audio encoder's mel bins (16 here; the default encoder has 32)."""
     vision = tmp_path / "vision"
     shutil.copytree(encoder_paths["vision"], vision)
     ViTImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(vision)
     out = tmp_path / "out"
-    argv = ["train", "--vision_encoder", str(vision), "--audio_encoder", encoder_paths["audio"]]
+    argv = ["train", "--encoders", json.dumps({"vision": str(vision), "audio": encoder_paths["audio"]})]
     # Learning rate 0: the saved encoders must be exactly the pretrained ones.
     assert main([*argv, "--output_dir", str(out), "--learning_rate", "0", *TINY_OPTIONS]) == 0
     model = MultimodalModel.from_pretrained(out)
@@ -114,8 +115,11 @@ def test_runs_unchanged_under_accelerate_launch(tmp_path):
     [
         (["--learning_rat", "0.001"], "unknown options ['--learning_rat', '0.001'] (options are not abbreviated)"),
         (["--no_such_option", "1"], "unknown options ['--no_such_option', '1']"),
-        (["--vision_encoder", "/no/such/encoder"], "--vision_encoder '/no/such/encoder' not found: no such folder and not a Hub id."),
-        (["--audio_encoder", "../missing"], "--audio_encoder '../missing' not found: no such folder and not a Hub id."),
+        (["--encoders", '{"vision": "/no/such/encoder"}'], "the 'vision' encoder '/no/such/encoder' not found: no such folder and not a Hub id."),
+        (["--encoders", '{"audio": "../missing"}'], "the 'audio' encoder '../missing' not found: no such folder and not a Hub id."),
+        (["--encoders", '{"text": "a"}'], "--encoders names 'text'; the embedded data has the modalities ['vision', 'audio']."),
+        (["--freeze", '{"text": 1}'], "--freeze names 'text'; the model's modalities are ['vision', 'audio']."),
+        (["--freeze", '{"vision": "all"}'], "--freeze 'vision': a number of layers (-1: the whole encoder), got 'all'."),
     ],
 )  # fmt: skip
 def test_command_line_errors_are_one_message(options, message, capsys, monkeypatch):
@@ -132,21 +136,33 @@ def test_debug_keeps_the_traceback(monkeypatch):
         main(["train", "--learning_rat", "0.001", "--debug"])
     monkeypatch.setenv("AIM_HF_DEBUG", "1")
     with pytest.raises(ValueError, match="not found: no such folder"):
-        main(["train", "--vision_encoder", "/no/such/encoder"])
+        main(["train", "--encoders", '{"vision": "/no/such/encoder"}'])
 
 
 def test_help_lists_commands_and_groups_the_options(capsys):
     assert main(["--help"]) == 0
     assert re.search(r"^commands:\n  train ", capsys.readouterr().out, re.M)
-    from aim_hf.cli import build_parser
+    from aim_hf.scripts.train import build_parser
 
     help_text = build_parser().format_help()
     headings = [line for line in help_text.splitlines() if re.fullmatch(r"[a-z]+:", line)]
     assert headings == ["options:", "model:", "data:", "modulation:", "training:"]
     sections = dict(zip(headings, re.split(r"^[a-z]+:$", help_text, flags=re.M)[1:]))
-    assert "--vision_encoder" in sections["model:"] and "--image_noise" in sections["data:"]
+    assert "--encoders" in sections["model:"] and "--freeze " in sections["model:"] and "--image_noise" in sections["data:"]
     assert "--aim_alpha" in sections["modulation:"] and "--modulation_kwargs" in sections["modulation:"]
     assert "--modulation " in sections["modulation:"] and "--learning_rate" not in sections["modulation:"]
     assert "--learning_rate" in sections["training:"] and "--aim_alpha" not in sections["training:"]
     # Every option is shown once (a bool's --no_x beside it).
     assert help_text.count("--aim_alpha ") == 1 and "--no_log_on_each_node" in sections["training:"]
+
+
+def test_deprecated_per_modality_options_move_into_the_mappings(encoder_paths):
+    """`--freeze_<m>` and `--<m>_encoder` still work for one release, warned of, as `--freeze` and
+    `--encoders` entries; giving a modality both ways is refused."""
+    with pytest.warns(FutureWarning) as caught:
+        model_args, _, _ = parse_train_args(["--freeze_vision", "2", "--audio_encoder", encoder_paths["audio"]])
+    assert model_args.freeze == {"vision": 2} and model_args.encoders == {"audio": encoder_paths["audio"]}
+    assert sorted(str(w.message).split(" is deprecated")[0] for w in caught) == ["--audio_encoder", "--freeze_vision"]
+    assert "use --freeze '{\"vision\": 2}'" in str(next(w.message for w in caught if "freeze" in str(w.message)))
+    with pytest.raises(ValueError, match=r"--freeze_audio and --freeze both give 'audio': keep --freeze"):
+        parse_train_args(["--freeze_audio", "1", "--freeze", '{"audio": 2}'])

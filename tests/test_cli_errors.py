@@ -120,18 +120,14 @@ def test_cached_encoders_load_at_once_when_the_hub_is_out_of_reach(cli_data, tmp
     assert json.loads((tmp_path / "out" / "config.json").read_text())["modality_order"] == list(encoders)
 
 
-@pytest.mark.parametrize("option", ["--vision_encoder", "--encoders"])
-def test_offline_hub_id_not_in_the_cache(option, csv_file, tmp_path, capsys, monkeypatch):
-    """HF_HUB_OFFLINE (conftest sets it): one line at once, naming both causes."""
+@pytest.mark.parametrize("data", ["own", "embedded"])
+def test_offline_hub_id_not_in_the_cache(data, csv_file, tmp_path, capsys, monkeypatch):
+    """HF_HUB_OFFLINE (conftest sets it): one line at once, naming both causes, on every data source."""
     monkeypatch.delenv("AIM_HF_DEBUG", raising=False)
-    if option == "--encoders":
-        argv = ["--dataset_name", csv_file, "--encoders", '{"vision": "enc/vitt"}']
-        what = "the 'vision' encoder"
-    else:
-        argv, what = ["--vision_encoder", "enc/vitt"], "--vision_encoder"
+    argv = ["--encoders", '{"vision": "enc/vitt"}'] + (["--dataset_name", csv_file] if data == "own" else [])
     assert main(["train", *argv, "--output_dir", str(tmp_path / "out"), *FAST]) == 2
     assert one_line_error(capsys.readouterr().err) == (
-        f"{what} 'enc/vitt': no local folder of that name, and cannot reach the Hub (offline?): HF_HUB_OFFLINE is "
+        "the 'vision' encoder 'enc/vitt': no local folder of that name, and cannot reach the Hub (offline?): HF_HUB_OFFLINE is "
         "set and the local cache does not hold it."
     )
 

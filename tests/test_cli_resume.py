@@ -19,8 +19,10 @@ from dist_train import assert_close
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from aim_hf import MODULATIONS, cli
-from aim_hf.cli import main, parse_train_args
+from aim_hf import MODULATIONS
+from aim_hf.scripts import train as train_script
+from aim_hf.cli import main
+from aim_hf.scripts.train import parse_train_args
 from aim_hf.trainer import MODULATION_STATE_NAME
 
 CHILD = str(Path(__file__).with_name("interrupted_cli.py"))
@@ -91,14 +93,14 @@ class InterruptAfterSave(TrainerCallback):
 @pytest.mark.parametrize("method", list(MODULATIONS))
 def test_interrupted_then_resumed_ends_as_uninterrupted(method, cli_data, uninterrupted, tmp_path, monkeypatch, capsys):
     expected, resumed = uninterrupted(method), tmp_path / "resumed"
-    build = cli.build_trainer
-    monkeypatch.setattr(cli, "build_trainer", functools.partial(build, callbacks=[InterruptAfterSave()]))
+    build = train_script.build_trainer
+    monkeypatch.setattr(train_script, "build_trainer", functools.partial(build, callbacks=[InterruptAfterSave()]))
     assert main(train_argv(method, resumed, cli_data)) == 130
     hint = capsys.readouterr().err
     assert f"goes on from {resumed / 'checkpoint-2'}" in hint and "--resume_from_checkpoint true" in hint
     assert not (resumed / "checkpoint-3").exists()
 
-    monkeypatch.setattr(cli, "build_trainer", build)
+    monkeypatch.setattr(train_script, "build_trainer", build)
     assert main(train_argv(method, resumed, cli_data, "--resume_from_checkpoint", "true")) == 0
     assert_went_on_from_the_checkpoint(capsys.readouterr().out)
     assert_close(outcome(resumed), expected, method)
@@ -177,7 +179,7 @@ def test_resume_errors_come_before_training(make, options, message, tmp_path, ca
         (out / "checkpoint-3").mkdir(parents=True)
     before = sorted(p.name for p in out.iterdir()) if out.exists() else None
     built = []
-    monkeypatch.setattr(cli, "build_trainer", lambda *a, **k: built.append(a))
+    monkeypatch.setattr(train_script, "build_trainer", lambda *a, **k: built.append(a))
     options = [o.replace("OUT", str(out)) for o in options]
     assert main(["train", "--output_dir", str(out), *RUN, *options]) == 2
     err = capsys.readouterr().err

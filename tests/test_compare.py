@@ -150,7 +150,7 @@ def test_compare_on_an_embedded_setting(tmp_path, capsys):
 
 
 def test_a_yaml_file_gives_the_training_options_and_stays_first_in_every_run(tmp_path):
-    from aim_hf.cli import parse_train_args
+    from aim_hf.scripts.train import parse_train_args
     from aim_hf.compare.command import parse_compare_args
     from aim_hf.compare.runs import plan_runs
 

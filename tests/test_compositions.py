@@ -11,7 +11,8 @@ import torch
 from transformers import TrainerCallback
 
 from aim_hf import MODULATIONS, AIMConfig, Modulation
-from aim_hf.cli import main, parse_train_args
+from aim_hf.cli import main
+from aim_hf.scripts.train import parse_train_args
 from aim_hf.modulation import AIM, MLA, OGMGE, Composition, UnimodalLosses
 from aim_hf.trainer import MODULATION_STATE_NAME
 from dist_train import assert_close, make_trainer

@@ -15,7 +15,8 @@ import soundfile as sf
 from datasets import Dataset, DatasetDict
 from tiny import SAMPLING_RATE, save_tiny_checkpoints, write_csv_of_paths
 
-from aim_hf.cli import build_trainer, main, parse_train_args
+from aim_hf.cli import main
+from aim_hf.scripts.train import build_trainer, parse_train_args
 from aim_hf.data.checks import check_classes, check_rows
 
 FAST = [

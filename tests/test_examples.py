@@ -18,7 +18,8 @@ from hub_server import HubServer
 from tiny import SAMPLING_RATE, make_rows, save_tiny_checkpoints
 
 from aim_hf import MultimodalModel, MultimodalProcessor
-from aim_hf.cli import main, parse_train_args
+from aim_hf.cli import main
+from aim_hf.scripts.train import parse_train_args
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

@@ -11,7 +11,8 @@ from test_cli import TINY_OPTIONS
 from transformers import TrainerCallback
 
 from aim_hf import AIMTrainer
-from aim_hf.cli import build_parser, main, parse_train_args
+from aim_hf.cli import main
+from aim_hf.scripts.train import build_parser, parse_train_args
 
 MODALITIES = ("vision", "audio", "text")
 

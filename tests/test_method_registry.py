@@ -14,7 +14,8 @@ import torch
 from datasets import Dataset
 
 from aim_hf import AIMConfig, AIMTrainer, MultimodalModel, MultimodalProcessor
-from aim_hf.cli import build_parser, main
+from aim_hf.cli import main
+from aim_hf.scripts.train import build_parser
 from aim_hf.console import format_log
 from aim_hf.modulation import MODULATIONS
 from aim_hf.modulation.base import Metric, Modulation, Paper, Summary

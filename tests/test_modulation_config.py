@@ -8,7 +8,7 @@ import json
 import pytest
 
 from aim_hf import MODULATIONS
-from aim_hf.cli import parse_train_args
+from aim_hf.scripts.train import parse_train_args
 from aim_hf.modulation import build_modulation
 
 

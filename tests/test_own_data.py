@@ -15,7 +15,8 @@ from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Image, V
 from tiny import SAMPLING_RATE, make_rows, save_tiny_checkpoints, write_csv_of_paths
 
 from aim_hf import MultimodalCollator, MultimodalModel, MultimodalProcessor
-from aim_hf.cli import build_trainer, main, parse_train_args, run
+from aim_hf.cli import main
+from aim_hf.scripts.train import build_trainer, parse_train_args, run
 from aim_hf.data.audio_files import read_audio
 from aim_hf.data.loading import load_own_data, load_raw
 from aim_hf.pretrained import load_encoder, load_processor
@@ -279,7 +280,7 @@ def test_processors_and_towers_from_checkpoint_folders(checkpoints, tmp_path):
         (["--dataset_name", "/no/such/data"], "--dataset_name '/no/such/data' not found: no such file or folder and not a Hub id."),
         (["--encoders", '{"vision": "/no/such/vit", "text": "TEXT"}'], "the 'vision' encoder '/no/such/vit' not found: no such folder and not a Hub id."),
         (["--encoders", "{}"], "--dataset_name needs --encoders, one per modality"),
-        (["--vision_encoder", "VISION"], "with --dataset_name, name every encoder in --encoders"),
+        (["--vision_encoder", "VISION"], "--vision_encoder and --encoders both give 'vision': keep --encoders"),
     ],
 )  # fmt: skip
 def test_errors_are_one_line(options, message, checkpoints, tmp_path, capsys, monkeypatch):
@@ -298,5 +299,5 @@ def test_errors_are_one_line(options, message, checkpoints, tmp_path, capsys, mo
 
 
 def test_own_data_options_need_dataset_name():
-    with pytest.raises(ValueError, match="--encoders needs --dataset_name"):
-        parse_train_args(["--encoders", '{"vision": "google/vit-base-patch16-224"}'])
+    with pytest.raises(ValueError, match="--modality_columns needs --dataset_name or --setting emoji/spoken"):
+        parse_train_args(["--modality_columns", '{"vision": "image"}'])

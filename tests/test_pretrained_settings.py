@@ -256,7 +256,8 @@ def test_pretrained_settings_errors_are_one_line(bank_cache, capsys, monkeypatch
         (["--setting_kwargs", '{"snr": 3}'], "Setting 'spoken' has no option snr; its options: images"),
         (["--setting_kwargs", '{"hold_out": "speaker"}'], "hold_out must be one of"),
         (["--setting_kwargs", '{"image_noise": 0.1}'], "give the image noise as --image_noise"),
-        (["--vision_encoder", "a"], "--setting 'spoken' takes its encoders in --encoders"),
+        (["--modality_columns", '{"vision": "x"}'], "--setting 'spoken' has its own columns: no --modality_columns"),
+        (["--encoders", '{"vision": "a", "audio": "b"}', "--freeze", '{"text": 1}'], "--freeze names 'text'; the model's modalities are ['vision', 'audio']"),
         (["--batch_norm", "train"], "--batch_norm must be 'as_loaded', 'eval' or a momentum in [0, 1]"),
     ):
         assert main(["train", "--setting", "spoken", *argv]) == 2
@@ -319,7 +320,7 @@ def test_train_on_emoji(tiny_setting_encoders, tmp_path, monkeypatch):
     encoders = {m: tiny_setting_encoders[m] for m in ("vision", "text")}
     metrics = _train_setting(
         "emoji", encoders, tmp_path, "--setting_kwargs", '{"image_size": 16, "label_level": "group"}',
-        "--freeze_text", "1", "--batch_norm", "eval", "--learning_rate_mapping", '{"vision": 1e-4}',
+        "--freeze", '{"text": 1}', "--batch_norm", "eval", "--learning_rate_mapping", '{"vision": 1e-4}',
         monkeypatch=monkeypatch,
     )  # fmt: skip
     assert {"test_accuracy", "test_vision_probe_accuracy", "test_text_probe_accuracy"} <= set(metrics)

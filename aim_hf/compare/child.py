@@ -71,13 +71,13 @@ def rename_eval_keys(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_child(result_path: str, train_argv: list[str]) -> None:
     """Train once with `aim-hf train <train_argv>` and write the result to `result_path`."""
-    from aim_hf import cli
+    from aim_hf.scripts.train import build_trainer, parse_train_args, run
 
     measure = measure_callback()
-    trainer, validation, test = cli.build_trainer(*cli.parse_train_args(train_argv), callbacks=[measure])
+    trainer, validation, test = build_trainer(*parse_train_args(train_argv), callbacks=[measure])
     if test is not None:
         trainer.eval_dataset = {"validation": validation, "test": test}
-    metrics = cli.run(trainer, validation, test)
+    metrics = run(trainer, validation, test)
     history = rename_eval_keys(measure.log_history) if test is not None else measure.log_history
     Path(result_path).write_text(json.dumps({"metrics": metrics, "memory": measure.memory, "log_history": history}))
 

@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_compare_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str], Any]:
     """Split `argv` into the comparison's options and the training options, and check both before
     anything trains: returns the options, the training options and `aim-hf train`'s parsed arguments."""
-    from aim_hf.cli import parse_train_args
+    from aim_hf.data.av_digits import MODALITIES
+    from aim_hf.scripts.sources import source_of
+    from aim_hf.scripts.train import parse_train_args
 
     args, train_options = build_parser().parse_known_args(list(argv))
     for option in PER_RUN_OPTIONS:
@@ -73,7 +75,7 @@ def parse_compare_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[st
         raise ValueError(f"--methods repeats a method: {args.methods}.")
     parsed = parse_train_args(train_options)
     model_args, data_args, training_args = parsed
-    modalities = list(model_args.encoders) if data_args.dataset_name else ["vision", "audio"]
+    modalities = list(MODALITIES) if source_of(data_args) == "embedded" else list(model_args.encoders)
     for method in args.methods:  # each method's options, checked as its runs will pass them
         if method.split(":")[0] in modalities:
             raise ValueError(f"method {method!r} names a modality; each modality is trained alone anyway.")

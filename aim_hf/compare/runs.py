@@ -51,7 +51,7 @@ def method_options(spec: str, modalities: Sequence[str]) -> list[str]:
 @functools.cache
 def train_option_names() -> frozenset[str]:
     """The option names (dests) `aim-hf train` takes."""
-    from aim_hf.cli import build_parser
+    from aim_hf.scripts.train import build_parser
 
     return frozenset(action.dest for action in build_parser()._actions)
 

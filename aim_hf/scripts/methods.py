@@ -8,10 +8,10 @@ import json
 import sys
 import textwrap
 
-from .modulation import MODULATIONS
-from .modulation.base import Modulation
+from aim_hf.modulation import MODULATIONS
+from aim_hf.modulation.base import Modulation
 
-METHODS_USAGE = "aim-hf methods [NAME]"
+USAGE = "aim-hf methods [NAME]"
 _WIDTH = 100
 
 
@@ -28,7 +28,7 @@ def _indented(text: str, indent: int) -> list[str]:
 def list_methods() -> str:
     """Every registered method: its name, title and paper."""
     width = max(len(name) for name in MODULATIONS) + 2
-    lines = [f"Modulation methods (--modulation NAME; `{METHODS_USAGE}` shows one method's options):", ""]
+    lines = [f"Modulation methods (--modulation NAME; `{USAGE}` shows one method's options):", ""]
     for name, cls in MODULATIONS.items():
         lines.append(f"{name:<{width}}{cls.title}")
         lines += _indented(_paper_line(cls), width)
@@ -63,13 +63,13 @@ def describe_method(name: str) -> str:
     return "\n".join(lines)
 
 
-def methods(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     """`aim-hf methods [NAME]`: print the list, or one method's description; 2 on a wrong call."""
     if argv in (["-h"], ["--help"]):
-        print(f"usage: {METHODS_USAGE}")
+        print(f"usage: {USAGE}")
         return 0
     if len(argv) > 1 or any(arg.startswith("-") for arg in argv):
-        print(f"usage: {METHODS_USAGE}", file=sys.stderr)
+        print(f"usage: {USAGE}", file=sys.stderr)
         return 2
     try:
         print(describe_method(argv[0]) if argv else list_methods())
