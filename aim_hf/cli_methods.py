@@ -52,7 +52,8 @@ def list_methods() -> str:
 
 def describe_method(name: str) -> str:
     """One method: its title and paper, its default window, its options with their types, defaults
-    and help, the metrics it logs and its BibTeX citation. Raises a ValueError for a name that is not registered."""
+    and help, the metrics it logs and its BibTeX citation. Raises a ValueError for a name that is
+    not registered."""
     if name not in MODULATIONS:
         raise ValueError(f"unknown method {name!r}: choose one of {', '.join(MODULATIONS)}.")
     cls = MODULATIONS[name]
