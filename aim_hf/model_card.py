@@ -112,7 +112,7 @@ def _training_hyperparameters(trainer: Trainer) -> dict[str, Any]:
 
 
 # The modulation object's attribute that holds the value a schedule field resolves to (its default).
-_RESOLVED = {"modulation_start": "start"}
+_RESOLVED = {"modulation_start": "start", "modulation_end": "end"}
 
 
 def _method_hyperparameters(trainer: Trainer, modulation: Modulation) -> dict[str, Any]:

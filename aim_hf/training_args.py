@@ -66,7 +66,11 @@ class AIMConfig(TrainingArguments):
     )
     modulation_end: float | None = field(
         default=None,
-        metadata={"help": "Optimizer step at which the modulation stops (< 1: a fraction of all steps). Default: never."},
+        metadata={
+            "help": "Optimizer step at which the modulation stops (< 1: a fraction of all steps). Default: the "
+            "method's, its reference's schedule (OGM-GE: 0.5; PMR: 0.54; AIM and the others: never); "
+            "`aim-hf methods NAME` shows it. A step past the last (e.g. 1e9) modulates to the end."
+        },
     )
     modulation_kwargs: dict | str | None = field(
         default=None,

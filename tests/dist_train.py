@@ -91,6 +91,14 @@ class CountingTrainer(AIMTrainer):
         self.modulation.step = counted_step
 
 
+def whole_run(method: str) -> dict[str, float]:
+    """The `modulation_end` of a run that tests a method's mechanics, not its schedule: past the last
+    step where the method's default window ends earlier (OGM-GE, PMR), so that it modulates throughout
+    the tiny run. Nothing for a composition, whose members may refuse a window (`unimodal_losses`)."""
+    cls = MODULATIONS.get(method)
+    return {"modulation_end": 1e9} if cls is not None and cls.default_end is not None else {}
+
+
 def make_trainer(
     method: str,
     paths: dict[str, str],
@@ -102,6 +110,7 @@ def make_trainer(
     """A trainer of `model` (default: the tiny model, `build_model`) with `method`, deterministic on
     CPU; `overrides` are AIMConfig fields."""
     defaults = dict(modulation=method, modulation_start=0, per_device_train_batch_size=2, logging_steps=1)
+    defaults.update(whole_run(method))
     if "aim" in method.split("+"):
         # The tiny models' depth scores sit near chance, where DAM's capacity bound leaves no
         # Auxiliary Block: uncapped, the masked auxiliary pass runs and is what these tests check.

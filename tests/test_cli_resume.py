@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dist_train import assert_close
+from dist_train import assert_close, whole_run
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -56,7 +56,8 @@ def train_argv(method: str, output_dir: Path, data: list[str], *extra: str) -> l
     # The tiny models' depth scores sit near chance, where AIM's capacity bound leaves no Auxiliary
     # Block: uncapped, AIM's state is not trivial.
     uncapped = ["--aim_dam_cap", "none"] if method == "aim" else []
-    return ["train", "--modulation", method, "--output_dir", str(output_dir), *data, *RUN, *uncapped, *extra]
+    window = [arg for key, value in whole_run(method).items() for arg in (f"--{key}", str(value))]
+    return ["train", "--modulation", method, "--output_dir", str(output_dir), *data, *RUN, *uncapped, *window, *extra]
 
 
 def outcome(output_dir: Path) -> dict:

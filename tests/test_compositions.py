@@ -275,6 +275,14 @@ def test_evaluation_logits_warnings_and_windows(encoder_paths, tmp_path):
     aim, ogm = composed.members
     assert not aim.is_active(5, 100) and ogm.is_active(5, 100) and composed.is_active(5, 100)
     assert aim.is_active(10, 100)
+    # ... and its own end: OGM-GE stops at half of the steps, as alone, while AIM and the composition go on.
+    assert not ogm.is_active(50, 100) and aim.is_active(99, 100) and composed.is_active(99, 100)
+    # Two members that both end: the composition stops after the later one; the user's end applies to both.
+    composed = make_trainer("ogm_ge+pmr", encoder_paths, tmp_path / "ends").modulation
+    ogm, pmr = composed.members
+    assert (ogm.end, pmr.end) == (0.5, 0.54) and composed.is_active(53, 100) and not composed.is_active(54, 100)
+    composed = make_trainer("ogm_ge+pmr", encoder_paths, tmp_path / "end", modulation_end=0.8).modulation
+    assert [m.end for m in composed.members] == [0.8, 0.8] and composed.is_active(79, 100)
 
 
 def test_each_members_state_is_saved_under_its_name(encoder_paths, tmp_path):

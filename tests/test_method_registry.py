@@ -17,7 +17,7 @@ from aim_hf import AIMConfig, AIMTrainer, MultimodalModel, MultimodalProcessor
 from aim_hf.cli import main
 from aim_hf.scripts.train import build_parser
 from aim_hf.console import format_log
-from aim_hf.modulation import MODULATIONS
+from aim_hf.modulation import MODULATIONS, build_modulation
 from aim_hf.modulation.base import Metric, Modulation, Paper, Summary
 from aim_hf.plotting import modulation_curves, panel_title
 from tiny import NUM_LABELS, make_rows, tiny_args
@@ -94,6 +94,37 @@ def test_every_method_declares_itself(name):
         assert any(m.key.startswith(cls.summary.prefix + "/") for m in cls.metrics)
 
 
+@pytest.mark.parametrize("name", list(MODULATIONS))
+def test_default_window_is_a_share_of_training_the_method_runs_and_shows(name, build_model, make_args, capsys):
+    """A method's default window is given as fractions of training (so that it scales with the run, as
+    its reference's epochs do); a method built without `modulation_start` / `modulation_end` uses it,
+    and `aim-hf methods NAME` shows it."""
+    cls = MODULATIONS[name]
+    start, end = cls.default_start, cls.default_end
+    assert 0 <= start < 1 and (end is None or start < end < 1), (start, end)
+    method = build_modulation(name, build_model(modalities=("vision", "audio")), make_args(modulation=name))
+    assert (method.start, method.end) == (start, end)
+    assert method.is_active(int(start * 100), 100) and method.is_active(99, 100) == (end is None)
+    assert main(["methods", name]) == 0
+    shown = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Default window:"))
+    if (start, end) == (0, None):
+        assert shown == "Default window: the whole run."
+    else:
+        assert all(f"{value:g} of the steps" in shown for value in (start, end) if value)
+        assert ("to the end" in shown) == (end is None)
+
+
+def test_the_default_windows_are_the_references():
+    """OGM-GE's reference modulates epochs 0-50 of 100, PMR's runs until epoch 70 of 130, OPM's reference
+    drops nothing in epochs 0-5 of 100; the others modulate over the whole run (docs/methods/NAME.md)."""
+    windows = {name: (cls.default_start, cls.default_end) for name, cls in MODULATIONS.items() if name != "aim"}
+    whole = (0.0, None)
+    assert windows == {
+        "none": whole, "ogm_ge": (0.0, 0.5), "pmr": (0.0, 0.54), "opm": (0.06, None), "agm": whole, "mla": whole,
+        "mmpareto": whole, "inforeg": whole, "redreg": whole, "unimodal_losses": whole,
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize("name", [n for n in MODULATIONS if n != "none"])
 def test_declared_metrics_are_what_a_method_logs(name, build_model, build_processor, build_dataset, make_args):
     """Every key a method logs in a short run matches one of its declared `metrics`."""
@@ -134,6 +165,7 @@ class Dummy(Modulation):
     metric_prefix = "dummy"
     metrics = (Metric("dummy/strength/<m>", "the strength on m"),)
     summary = Summary("dummy/strength", "max", "s")
+    default_start, default_end = 0.25, 0.75
     Config = DummyConfig
 
     def step(self, model, global_step, max_steps, grad_scale=None):
@@ -151,6 +183,7 @@ def test_a_registered_method_reaches_every_place(monkeypatch, capsys, encoder_pa
     described = capsys.readouterr().out
     assert "strength: 0.25  (float)\n      How hard the dummy pushes." in described
     assert "dummy/strength/<m>\n      the strength on m" in described and "@article{dummy2026," in described
+    assert "Default window: from 0.25 of the steps to 0.75 of the steps" in described
     assert main(["methods", "nothing"]) == 2 and "unknown method 'nothing'" in capsys.readouterr().err
     # The --modulation help.
     assert "'dummy' (Dummy)" in re.sub(r"\s+", " ", build_parser().format_help())
@@ -173,6 +206,8 @@ def test_a_registered_method_reaches_every_place(monkeypatch, capsys, encoder_pa
     assert "trained with **Dummy (a method registered by a test)**" in card
     assert "from [A Paper About Nothing](https://example.org/dummy)" in card
     assert "| `strength` | 0.5 |" in card
+    # Its default window, resolved on the run's 2 steps.
+    assert "| `modulation_start` | 0.25 (step 0) |" in card and "| `modulation_end` | 0.75 (step 1) |" in card
     assert "@article{dummy2026," in card and "arXiv:2508.19769" in card  # its citation, then AIM's
     log = next(log for log in trainer.state.log_history if "loss" in log)
     assert "Dummy s audio 1.000" in format_log(log, 1)

@@ -89,7 +89,8 @@ def test_card_content(trained):
     assert "method default" not in text and config.noise_scale is None and config.mode == "auto"
     mode = trainer.modulation.mode  # AdamW: "update"
     assert f"| `mode` | {mode} (`auto`) |" in text and f"| `noise_scale` | {trainer.modulation.noise_scale} |" in text
-    assert "| `modulation_start` | 0.0 (step 0) |" in text and "| `modulation_end` | never |" in text
+    # The schedule the run used: OGM-GE's own default window (its reference's), ending at half of the 2 steps.
+    assert "| `modulation_start` | 0.0 (step 0) |" in text and "| `modulation_end` | 0.5 (step 1) |" in text
     assert f"- learning_rate: {trainer.args.learning_rate}" in text
     import transformers
 

@@ -88,9 +88,24 @@ def test_noise_is_seeded_by_step_and_conv_only_skips_transformers(build_model, m
     assert all(torch.equal(a, b) for a, b in zip(conv_only, base) if a.dim() != 4)
 
 
-def test_inactive_outside_window(build_model, make_args):
+@pytest.mark.parametrize(
+    "window, step, active",
+    [
+        ({"modulation_start": 5}, 4, False),
+        # The default window is the reference's, epochs 0-50 of 100: the first half of the 10 steps.
+        ({}, 0, True),
+        ({}, 4, True),
+        ({}, 5, False),
+        ({}, 9, False),
+        # The user's modulation_end replaces the method's.
+        ({"modulation_end": 0.8}, 7, True),
+        ({"modulation_end": 0.8}, 8, False),
+        ({"modulation_end": 1e9}, 9, True),
+    ],
+)
+def test_scales_gradients_only_inside_its_window(build_model, make_args, window, step, active):
     model = build_model(modalities=("vision", "audio"))
-    args = make_args(modulation="ogm_ge", modulation_kwargs={"noise": False}, modulation_start=5)
+    args = make_args(modulation="ogm_ge", modulation_kwargs={"noise": False}, **window)
     ogm = build_modulation("ogm_ge", model, args)
     ogm.compute_loss(
         MultimodalOutput(modality_logits={"vision": torch.tensor([[5.0, 0, 0]]), "audio": torch.zeros(1, 3)}),
@@ -98,9 +113,12 @@ def test_inactive_outside_window(build_model, make_args):
     )
     for p in model.encoders.parameters():
         p.grad = torch.ones_like(p)
-    metrics = ogm.step(model, global_step=4, max_steps=10)
-    assert metrics["ogm/active"] == 0.0
-    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.encoders.parameters())
+    metrics = ogm.step(model, global_step=step, max_steps=10)
+    assert metrics["ogm/active"] == float(active)
+    # Vision dominates, so inside the window its gradients shrink by k < 1; the weak audio's stay.
+    vision = [torch.equal(p.grad, torch.ones_like(p)) for p in model.encoders["vision"].parameters()]
+    assert not any(vision) if active else all(vision)
+    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.encoders["audio"].parameters())
 
 
 @pytest.mark.parametrize("noise_scale", [1.0, 0.1])

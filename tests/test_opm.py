@@ -37,17 +37,31 @@ def test_drop_probability_matches_hand_computation(build_model, make_args):
     assert ratios[0].item() == pytest.approx(3.0) and probs.tolist() == [1.0, 0.0, 0.0]
 
 
-def test_no_drop_outside_the_window(build_model, make_args):
+@pytest.mark.parametrize(
+    "window, step, max_steps, drops",
+    [
+        ({"modulation_end": 1}, 0, 10, False),  # sizes step 1, outside [0, 1)
+        # The default window is the reference's: no drop in its warm-up, epochs 0-5 of 100.
+        ({}, 4, 100, False),
+        ({}, 5, 100, True),
+        ({"modulation_start": 0}, 0, 100, True),
+    ],
+)
+def test_drops_only_inside_the_window(build_model, make_args, window, step, max_steps, drops):
     model = build_model(modalities=("vision", "audio"))
-    opm = build_modulation("opm", model, make_args(modulation="opm", modulation_end=1))
+    opm = build_modulation("opm", model, make_args(modulation="opm", modulation_kwargs={"q_base": 1.0}, **window))
     opm.compute_loss(
         MultimodalOutput(modality_logits={"vision": torch.tensor([[5.0, 0, 0]]), "audio": torch.zeros(1, 3)}),
         torch.tensor([0]),
     )
-    metrics = opm.step(model, global_step=0, max_steps=10)  # sizes step 1, outside [0, 1)
-    assert metrics["opm/ratio/vision"] > 1 and metrics["opm/drop_prob/vision"] == 0.0
-    opm.begin_micro_batch(1, torch.tensor([0]))
-    assert opm.forward_kwargs() == {}
+    metrics = opm.step(model, global_step=step, max_steps=max_steps)
+    assert metrics["opm/ratio/vision"] > 1 and (metrics["opm/drop_prob/vision"] > 0) == drops
+    opm.begin_micro_batch(step + 1, torch.tensor([0]))
+    if drops:  # a drop probability of 1: the dominant vision is dropped, audio never
+        keep = opm.forward_kwargs()["feature_keep"]
+        assert list(keep) == ["vision"] and keep["vision"].tolist() == [0.0]
+    else:
+        assert opm.forward_kwargs() == {}
 
 
 @pytest.mark.parametrize("fusion", ["concat", "sum", "gated", "film"])

@@ -75,6 +75,24 @@ def test_prototypes_scores_and_loss_match_hand_computation(build_model, make_arg
         assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
 
 
+@pytest.mark.parametrize("window, step, active", [({}, 52, True), ({}, 53, False), ({"modulation_end": 0.9}, 53, True)])
+def test_weights_only_inside_the_window(build_model, make_args, window, step, active):
+    """The reference's runs modulate until epoch 70 of 130: by default the weights are zero from 0.54 of
+    the steps on (step 54 of 100), unless the user's modulation_end moves the end. A step sets the next
+    step's weights."""
+    model = build_model(modalities=("vision", "audio"))
+    pmr = build_modulation("pmr", model, make_args(modulation="pmr", **window))
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    for global_step in (step - 1, step):  # the first step makes the prototypes, the second scores with them
+        feats = {m: 0.1 * torch.randn(6, 32, generator=gen) for m in ("vision", "audio")}
+        feats["vision"][torch.arange(6), labels] += 0.5  # vision dominates
+        pmr.compute_loss(MultimodalOutput(depth_features={m: (f,) for m, f in feats.items()}), labels)
+        metrics = pmr.step(model, global_step, 100)
+    assert metrics["pmr/active"] == float(active) and metrics["pmr/ratio/vision"] > 1
+    assert (metrics["pmr/beta/audio"] > 0) == active and (metrics["pmr/mu/vision"] > 0) == active
+
+
 @pytest.mark.parametrize("fusion", ["concat", "sum", "gated", "film"])
 def test_loss_on_a_real_model_trains_the_encoders(build_model, build_processor, build_dataset, make_args, fusion):
     model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=NO_DROPOUT)

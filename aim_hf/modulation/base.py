@@ -32,10 +32,11 @@ A method's state (`state_dict` / `load_state_dict`) is saved in every checkpoint
 
 Declaring a method: besides its hooks a method's class carries what the rest of the library shows
 about it, so that adding a method is its own file plus one line in `MODULATIONS`: its `name`, a short
-`label` and a `title`, its `paper` and BibTeX `citation`, its options (`Config`, below), the `metrics`
-it logs (under its `metric_prefix`) and the one number the console shows for it (`summary`). The
-model card, the console, the plots, the `--modulation` help and `aim-hf methods` read them from the
-registry. The mechanics methods share live in `mechanics`; no method imports another method's file.
+`label` and a `title`, its `paper` and BibTeX `citation`, its default window (`default_start`,
+`default_end`), its options (`Config`, below), the `metrics` it logs (under its `metric_prefix`)
+and the one number the console shows for it (`summary`). The model card, the console, the plots,
+the `--modulation` help and `aim-hf methods` read them from the registry. The mechanics methods
+share live in `mechanics`; no method imports another method's file.
 
 Configuring a method: a method's own hyperparameters live with it, as a small dataclass `Config`
 beside the class in its file (each field with its `help` in the field's metadata, defaults = the
@@ -131,8 +132,9 @@ class Option:
 
 class Modulation:
     """Base class of the modulation methods. Subclasses declare themselves (see the module
-    docstring), set `default_start`, `Config` (the dataclass of their own hyperparameters) and
-    `reads_gradients`, and override the hooks they need; the defaults do nothing (plain joint training)."""
+    docstring), set their default window (`default_start`, `default_end`), `Config` (the dataclass of
+    their own hyperparameters) and `reads_gradients`, and override the hooks they need; the defaults
+    do nothing (plain joint training)."""
 
     name: ClassVar[str] = ""
     # A short name (plots, the console, listings) and the model card's title.
@@ -144,7 +146,11 @@ class Modulation:
     metric_prefix: ClassVar[str] = ""
     metrics: ClassVar[tuple[Metric, ...]] = ()
     summary: ClassVar[Summary | None] = None
+    # The window of optimizer steps in which the method modulates when the user leaves
+    # `modulation_start` / `modulation_end` unset (< 1: a fraction of all steps; `default_end` None:
+    # to the end of training): its reference's schedule, each method's page says where it comes from.
     default_start: ClassVar[float] = 0.0
+    default_end: ClassVar[float | None] = None
     Config: ClassVar[type] = NoConfig
     # Whether the method reads or writes parameters' `.grad` (scores, scales, projects or clears them).
     # FSDP and DeepSpeed ZeRO keep gradients in sharded or flat buffers that `.grad` does not show, so
@@ -160,7 +166,7 @@ class Modulation:
         self.modalities = model.modalities
         self.config = self.make_config(args.modulation_kwargs)
         self.start = args.modulation_start if args.modulation_start is not None else self.default_start
-        self.end = args.modulation_end
+        self.end = args.modulation_end if args.modulation_end is not None else self.default_end
 
     @classmethod
     def options(cls) -> list[Option]:

@@ -24,8 +24,9 @@ What each hook of `Modulation` (see `base`) does for a composition:
 - `lr_scales`: the members' per-modality factors multiply.
 - `evaluation_logits`: those of the one member that replaces the fused logits (MLA); two such
   members are refused when the composition is built.
-- `is_active`: each member keeps its own window (its own `default_start`); the composition is
-  active at a step where any member is.
+- `is_active`: each member keeps its own window (its own `default_start` and `default_end`, where
+  `modulation_start` / `modulation_end` are unset); the composition is active at a step where any
+  member is.
 - `state_dict` / `load_state_dict`: one entry per member, keyed by its name.
 - `reads_gradients`: whether any member reads them.
 

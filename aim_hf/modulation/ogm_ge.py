@@ -108,7 +108,9 @@ class OGMGE(Modulation):
         Metric("ogm/coeff/<m>", "the coefficient k on m's gradient or update (1 outside the window)"),
     )
     summary = Summary("ogm/coeff", "min", "k")
+    # The reference modulates epochs 0-50 of 100 (docs/methods/ogm_ge.md).
     default_start = 0.0
+    default_end = 0.5
     Config = OGMGEConfig
     reads_gradients = True
 

@@ -90,7 +90,8 @@ class OPM(Modulation):
         Metric("opm/drop_prob/<m>", "the probability of dropping m's feature in the next step"),
         Metric("opm/dropped/<m>", "the share of this step's samples whose m feature was dropped"),
     )
-    default_start = 0.0
+    # The reference drops nothing in its warm-up, epochs 0-5 of 100 (docs/methods/opm.md).
+    default_start = 0.06
     Config = OPMConfig
     forward_arguments = ("feature_keep",)
 

@@ -95,7 +95,9 @@ class PMR(Modulation):
         Metric("pmr/beta/<m>", "the weight of m's prototypical cross-entropy in the next step (weak modalities)"),
         Metric("pmr/mu/<m>", "the weight of m's prototype entropy regulariser in the next step (dominant modalities)"),
     )
+    # The reference's runs modulate until epoch 70 of 130 (docs/methods/pmr.md).
     default_start = 0.0
+    default_end = 0.54
     Config = PMRConfig
 
     def __init__(self, model: MultimodalModel, args: Any) -> None:

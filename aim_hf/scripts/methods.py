@@ -1,6 +1,6 @@
 """`aim-hf methods [NAME]`: every registered modulation method with its paper, or one method's
-options (type, default and help), the metrics it logs and its citation, as the method declares them
-(`aim_hf.modulation.base`)."""
+default window, options (type, default and help), the metrics it logs and its citation, as the
+method declares them (`aim_hf.modulation.base`)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,21 @@ def _indented(text: str, indent: int) -> list[str]:
     return textwrap.wrap(text, _WIDTH, initial_indent=pad, subsequent_indent=pad) or [pad.rstrip()]
 
 
+def _step(value: float) -> str:
+    """A schedule value as `resolve_step` reads it: a fraction of training below 1, else a step."""
+    return f"{value:g} of the steps" if value < 1 else f"step {value:g}"
+
+
+def _window_line(cls: type[Modulation]) -> str:
+    """The window of optimizer steps the method modulates in by default."""
+    start, end = cls.default_start, cls.default_end
+    if start == 0 and end is None:
+        return "Default window: the whole run."
+    first = _step(start) if start else "the first step"
+    last = _step(end) if end is not None else "the end"
+    return f"Default window: from {first} to {last} (--modulation_start / --modulation_end change it)."
+
+
 def list_methods() -> str:
     """Every registered method: its name, title and paper."""
     width = max(len(name) for name in MODULATIONS) + 2
@@ -36,12 +51,13 @@ def list_methods() -> str:
 
 
 def describe_method(name: str) -> str:
-    """One method: its title and paper, its options with their types, defaults and help, the metrics
-    it logs and its BibTeX citation. Raises a ValueError for a name that is not registered."""
+    """One method: its title and paper, its default window, its options with their types, defaults
+    and help, the metrics it logs and its BibTeX citation. Raises a ValueError for a name that is
+    not registered."""
     if name not in MODULATIONS:
         raise ValueError(f"unknown method {name!r}: choose one of {', '.join(MODULATIONS)}.")
     cls = MODULATIONS[name]
-    lines = [f"{name}: {cls.title}", f"Paper: {_paper_line(cls)}", ""]
+    lines = [f"{name}: {cls.title}", f"Paper: {_paper_line(cls)}", _window_line(cls), ""]
     options = cls.options()
     if not options:
         lines.append("Options: none of its own.")
