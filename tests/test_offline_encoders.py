@@ -11,7 +11,6 @@ import torch
 from tokenizers import Tokenizer, models
 from transformers import (
     AutoFeatureExtractor,
-    AutoModel,
     AutoModelForImageClassification,
     MobileNetV2ImageProcessorPil,
     WhisperConfig,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
 
 from datasets import Audio, Dataset, DatasetDict, Image
 from transformers.utils import logging

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import ClassLabel, DatasetDict, load_dataset, load_from_disk
 
 from .audio_files import decode_audio_columns
 from .checks import check_rows

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 
 from ..modeling import MultimodalModel, MultimodalOutput
 from ..shapley import coalitions, shapley_values
