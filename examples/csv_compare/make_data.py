@@ -26,13 +26,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoModel, BertConfig, BertTokenizer, ViTConfig, ViTImageProcessorPil
+from transformers import (
+    AutoModel,
+    BertConfig,
+    BertTokenizer,
+    ViTConfig,
+    ViTImageProcessorPil,
+)
 
 from aim_hf.data.av_digits import LABEL_NAMES, degrade_images, load_mnist_5k
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 CAPTION_WORDS = ["a", "photo", "of"]
-SMALL = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
+SMALL = {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
