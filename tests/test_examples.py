@@ -207,3 +207,34 @@ def test_accelerate_configs_load(name, distributed, precision):
     config = load_config_from_file(str(EXAMPLES / "accelerate_configs" / f"{name}.yaml"))
     assert config.distributed_type.value == distributed and config.mixed_precision == precision
     assert config.use_cpu is False and config.num_machines == 1
+
+
+def test_csv_compare_data_is_balanced_loadable_and_deterministic(tmp_path):
+    from datasets import load_dataset
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    sys.path.insert(0, str(EXAMPLES / "csv_compare"))
+    import make_data
+
+    options = ["--train_rows", "20", "--eval_rows", "10", "--caption_accuracy", "0"]
+    run_command([sys.executable, "examples/csv_compare/make_data.py", "--out", str(tmp_path / "a")] + options)
+    make_data.main(["--out", str(tmp_path / "b")] + options)
+    root = tmp_path / "a"
+    files = {split: str(root / f"{split}.csv") for split in ("train", "validation", "test")}
+    data = load_dataset("csv", data_files=files)
+    for split, size in {"train": 20, "validation": 10, "test": 10}.items():
+        rows = data[split]
+        assert rows.column_names == ["image", "caption", "label"] and len(rows) == size
+        assert sorted(rows["label"]) == sorted(make_data.LABEL_NAMES * (size // 10))  # balanced
+        assert not any(c.endswith(" " + label) for c, label in zip(rows["caption"], rows["label"]))  # all wrong
+        for path in rows["image"]:
+            assert Image.open(root / path).size == (28, 28)
+            assert (root / path).read_bytes() == (tmp_path / "b" / path).read_bytes()  # same seed, same data
+        assert Path(files[split]).read_text() == (tmp_path / "b" / f"{split}.csv").read_text()
+    # The saved processors load, and the tokenizer knows every caption word.
+    tokenizer = AutoTokenizer.from_pretrained(root / "encoders" / "text")
+    assert not any(tokenizer.unk_token_id in ids for ids in tokenizer(list(data["train"]["caption"]))["input_ids"])
+    assert AutoImageProcessor.from_pretrained(root / "encoders" / "vision").size == {"height": 28, "width": 28}
+    with pytest.raises(ValueError, match="multiple of 10"):
+        make_data.parse_args(["--out", str(tmp_path), "--train_rows", "15"])
