@@ -10,10 +10,11 @@ A setting (`aim_hf.data.settings`, `docs/settings.md`) fixes how the inputs are 
 split; each (setting, optimizer) has its own training budget and learning rate (on the pretrained
 settings: its fine-tuning policy), chosen once on `none`'s validation accuracy (`PLANS` below). The
 pretrained settings read the encoders `python -m aim_hf.offline NAME ENC_ROOT/NAME` converts
-(`ENCODERS`), and each seed there is also the data seed (`--dataset_seed`), as in their calibration. For every (setting, optimizer) it trains each
-modality alone (the other input blanked), then every method, on the same seeds, each run one
-`aim-hf train` in its own child process, `--jobs` at a time (the runs, record, statistics and tables of
-`aim-hf compare`: `aim_hf.compare`, `aim_hf.stats`), and writes into `--output-dir`:
+(`ENCODERS`), and each seed there is also the data seed (`--dataset_seed`), as in their calibration.
+For every (setting, optimizer) it trains each modality alone (the other input blanked), then every
+method, on the same seeds, each run one `aim-hf train` in its own child process, `--jobs` at a time
+(the runs, record, statistics and tables of `aim-hf compare`: `aim_hf.compare`, `aim_hf.stats`), and
+writes into `--output-dir`:
 
 - `<setting>_<optimizer>.json`: `setting`, `optimizer`, `unimodal.<modality>` (per-seed test accuracy
   alone), `methods.<name>.seeds` / `.fused` / `.probe.<modality>` (per seed, same order: the test fused
@@ -29,12 +30,11 @@ modality alone (the other input blanked), then every method, on the same seeds, 
 
 Time per optimizer step: after the accuracy runs, one child process trains every method of the
 first (setting, optimizer) (on the pretrained settings: of each setting, on its encoders) for
-`--timing-steps` steps, all in one process taking turns of a few
-optimizer steps, so that every method meets the same machine (on a shared machine, speed drifts by
-half over tens of seconds). A step is timed from `on_step_begin` to `on_step_end`. Peak memory: the
-memory a run adds while it trains (CPU: the child's peak resident set `VmHWM`, reset when training
-begins, minus its resident set then; GPU: `torch.cuda.max_memory_allocated` minus the allocated
-memory then), mean over seeds. Both are ratios to `none` from the same invocation.
+`--timing-steps` steps, all in one process taking turns of a few optimizer steps, so that every
+method meets the same machine (on a shared machine, speed drifts by half over tens of seconds). A
+step is timed from `on_step_begin` to `on_step_end`. Peak memory: the memory a run adds while it
+trains (CPU: the child's peak resident set `VmHWM`, reset when training begins, minus its resident
+set then; GPU: `torch.cuda.max_memory_allocated` minus the allocated memory then), mean over seeds. Both are ratios to `none` from the same invocation.
 
 With `--work-dir`, each finished run's result stays there and a rerun of the same command reuses
 it (delete the folder after changing the code).
@@ -288,8 +288,9 @@ def encoder_folders(setting: str, enc_root: Path | None) -> dict[str, str]:
     """The encoder folder of each modality of a pretrained setting under `enc_root`; a one-line error
     naming the conversion command where one is missing."""
     if enc_root is None:
+        names = ", ".join(sorted(set(ENCODERS[setting].values())))
         raise ValueError(f"Setting {setting!r} fine-tunes pretrained encoders: give --enc-root, the folder holding "
-                         f"{', '.join(sorted(set(ENCODERS[setting].values())))} (python -m aim_hf.offline NAME ENC_ROOT/NAME).")  # fmt: skip
+                         f"{names} (python -m aim_hf.offline NAME ENC_ROOT/NAME).")  # fmt: skip
     folders = {m: str(enc_root / name) for m, name in ENCODERS[setting].items()}
     for modality, folder in folders.items():
         if not Path(folder, "config.json").is_file():
@@ -322,11 +323,14 @@ def seed_options(setting: str, seed: int) -> list[str]:
     return ["--dataset_seed", str(seed)] if is_pretrained(setting) else []
 
 
-def plan_group(setting: str, methods: Sequence[str], seeds: Sequence[int], options: Sequence[str], folder: Path) -> list[Run]:
+def plan_group(
+    setting: str, methods: Sequence[str], seeds: Sequence[int], options: Sequence[str], folder: Path
+) -> list[Run]:
     """The runs of a (setting, optimizer), seed by seed: those of `aim-hf compare`
     (`aim_hf.compare.runs.plan_runs`), with [`seed_options`]."""
+    modalities = modalities_of(setting)
     return [run for seed in seeds
-            for run in plan_runs(methods, [seed], modalities_of(setting), [*options, *seed_options(setting, seed)], folder)]  # fmt: skip
+            for run in plan_runs(methods, [seed], modalities, [*options, *seed_options(setting, seed)], folder)]  # fmt: skip
 
 
 def accuracy_hidden_size(options: Sequence[str]) -> int:
@@ -661,7 +665,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             modalities = modalities_of(setting)
             timed = [m for m in methods if m not in modalities]
             options = [*options, *seed_options(setting, seeds[0])]
-            for label, made, trained in timing_configurations(setting, options, args.timing_hidden_sizes) if timed else []:
+            configurations = timing_configurations(setting, options, args.timing_hidden_sizes) if timed else []
+            for label, made, trained in configurations:
                 timings[label] = time_all(timed, seeds[0], [*options, *made, "--max_steps", str(args.timing_steps)],
                                           work_dir, args.threads, label, modalities)  # fmt: skip
                 by_label[label] = time_memory(records[setting, optimizer]["runs"] if trained else None, timings[label])
