@@ -1,15 +1,20 @@
-"""The balanced-learning benchmark on settings built from the embedded AV-digits sources.
+"""The balanced-learning benchmark: the settings built from the embedded AV-digits sources, and the
+settings for pretrained encoders (`emoji`, `spoken`).
 
-    python benchmarks/av_digits.py --jobs 2                                   # every setting (committed results)
+    python benchmarks/av_digits.py --jobs 2                                   # every AV-digits setting (committed results)
     python benchmarks/av_digits.py --settings strong --optimizers adamw sgd --jobs 2
     python benchmarks/av_digits.py --quick --settings strong --methods none aim   # minutes: what the tests run
+    python benchmarks/av_digits.py --settings emoji spoken --enc-root enc --jobs 2  # the pretrained encoders
 
-A setting (`aim_hf.data.settings`, `docs/settings.md`) fixes how images and recordings are paired,
-degraded and split; each (setting, optimizer) has its own training budget and learning rate, chosen
-once on `none`'s validation accuracy (`PLANS` below). For every (setting, optimizer) it trains each
-modality alone (the other input blanked), then every method, on the same seeds, each run one
-`aim-hf train` in its own child process, `--jobs` at a time (the runs, record, statistics and tables of
-`aim-hf compare`: `aim_hf.compare`, `aim_hf.stats`), and writes into `--output-dir`:
+A setting (`aim_hf.data.settings`, `docs/settings.md`) fixes how the inputs are paired, degraded and
+split; each (setting, optimizer) has its own training budget and learning rate (on the pretrained
+settings: its fine-tuning policy), chosen once on `none`'s validation accuracy (`PLANS` below). The
+pretrained settings read the encoders `python -m aim_hf.offline NAME ENC_ROOT/NAME` converts
+(`ENCODERS`), and each seed there is also the data seed (`--dataset_seed`), as in their calibration.
+For every (setting, optimizer) it trains each modality alone (the other input blanked), then every
+method, on the same seeds, each run one `aim-hf train` in its own child process, `--jobs` at a time
+(the runs, record, statistics and tables of `aim-hf compare`: `aim_hf.compare`, `aim_hf.stats`), and
+writes into `--output-dir`:
 
 - `<setting>_<optimizer>.json`: `setting`, `optimizer`, `unimodal.<modality>` (per-seed test accuracy
   alone), `methods.<name>.seeds` / `.fused` / `.probe.<modality>` (per seed, same order: the test fused
@@ -20,15 +25,16 @@ modality alone (the other input blanked), then every method, on the same seeds, 
   modality alone, paired by seed), the setting's checks, and per method mean ± std with paired
   differences against `none` and against the best other method (by validation), each with its 95%
   t-interval over seeds; `<setting>_<optimizer>_accuracy.png`: validation curves;
-- `benchmark.md`: all tables in one page, and the time / memory table of one timing run.
+- `benchmark.md` (`pretrained.md` for the pretrained settings, run apart): all tables in one page,
+  and the time / memory table of the timing runs.
 
 Time per optimizer step: after the accuracy runs, one child process trains every method of the
-first (setting, optimizer) for `--timing-steps` steps, all in one process taking turns of a few
-optimizer steps, so that every method meets the same machine (on a shared machine, speed drifts by
-half over tens of seconds). A step is timed from `on_step_begin` to `on_step_end`. Peak memory: the
-memory a run adds while it trains (CPU: the child's peak resident set `VmHWM`, reset when training
-begins, minus its resident set then; GPU: `torch.cuda.max_memory_allocated` minus the allocated
-memory then), mean over seeds. Both are ratios to `none` from the same invocation.
+first (setting, optimizer) (on the pretrained settings: of each setting, on its encoders) for
+`--timing-steps` steps, all in one process taking turns of a few optimizer steps, so that every
+method meets the same machine (on a shared machine, speed drifts by half over tens of seconds). A
+step is timed from `on_step_begin` to `on_step_end`. Peak memory: the memory a run adds while it
+trains (CPU: the child's peak resident set `VmHWM`, reset when training begins, minus its resident
+set then; GPU: `torch.cuda.max_memory_allocated` minus the allocated memory then), mean over seeds. Both are ratios to `none` from the same invocation.
 
 With `--work-dir`, each finished run's result stays there and a rerun of the same command reuses
 it (delete the folder after changing the code).
@@ -54,11 +60,12 @@ from typing import Any
 
 from aim_hf.compare.record import collect, suppression
 from aim_hf.compare.report import methods_table, plot_accuracy, suppression_table
-from aim_hf.compare.runs import BASE_TRAIN_OPTIONS, RunFailed, plan_runs, run_all, safe_name
+from aim_hf.compare.runs import BASE_TRAIN_OPTIONS, Run, RunFailed, plan_runs, run_all, safe_name
 from aim_hf.compare.runs import method_options as _method_options
+from aim_hf.data.settings import PRETRAINED_SETTINGS
 
-MODALITIES = ("vision", "audio")
-UNIMODAL = MODALITIES
+MODALITIES = ("vision", "audio")  # of the AV-digits settings; the pretrained ones declare their own
+ALL_MODALITIES = frozenset(MODALITIES).union(*(s.modalities for s in PRETRAINED_SETTINGS.values()))
 LABEL_NAMES = tuple(range(10))  # the ten digits of every setting
 # `@optimizer`: only in the groups of that optimizer, the one the method's paper trains with.
 DEFAULT_METHODS = ("vision", "audio", "none", "ogm_ge", "unimodal_losses", "aim", "opm@sgd", "pmr@sgd", "agm@sgd",
@@ -80,14 +87,44 @@ PLANS: dict[tuple[str, str], dict[str, Any]] = {
     ("strong", "sgd"): {"seeds": 5, "options": ["--num_train_epochs", "40", "--learning_rate", "0.2", "--eval_steps", "96"]},
     ("hopeless", "adamw"): {"seeds": 5, "options": ["--num_train_epochs", "30", "--learning_rate", "3e-3", "--eval_steps", "72"]},
     ("av_digits", "adamw"): {"seeds": 5, "options": ["--num_train_epochs", "30", "--learning_rate", "3e-3", "--eval_steps", "96"]},
-}
-# Options every planned run shares.
+    # The pretrained settings' fine-tuning policies: which layers train, per-encoder learning rates,
+    # epochs, BatchNorm (docs/settings.md, "Calibration"). Image size and clip length are the encoders'
+    # (`--image_size 64`, `--clip_seconds 1` when converted).
+    ("emoji", "adamw"): {"seeds": 5, "options": [
+        "--num_train_epochs", "4", "--learning_rate", "1e-3",
+        "--learning_rate_mapping", '{"vision": 5e-4, "text": 5e-5}', "--batch_norm", "0.1"]},
+    ("spoken", "adamw"): {"seeds": 5, "options": [
+        "--num_train_epochs", "2", "--learning_rate", "1e-3",
+        "--learning_rate_mapping", '{"vision": 5e-4, "audio": 1e-4}',
+        "--freeze", '{"vision": 8, "audio": 2}', "--batch_norm", "0.1",
+        "--setting_kwargs", '{"snr_db": [-20.0, -10.0]}']},
+}  # fmt: skip
+# Options every planned run of an AV-digits setting shares.
 # Batch 64; every 4 epochs (3 on hopeless) an evaluation of the validation and the test split.
 COMMON_OPTIONS = ["--per_device_train_batch_size", "64", "--eval_strategy", "steps"]
-# --quick: a tiny budget, for the tests (numbers mean nothing).
+# ... of a pretrained setting: batch 32 (the default), an evaluation every epoch (the default).
+PRETRAINED_OPTIONS = ["--per_device_eval_batch_size", "64", "--logging_steps", "10"]
+# The offline encoders of each pretrained setting: modality -> the name `python -m aim_hf.offline`
+# converts, in the folder of that name under --enc-root.
+ENCODERS = {
+    "emoji": {"vision": "mobilenet_v2", "text": "minilm"},
+    "spoken": {"vision": "mobilenet_v2", "audio": "whisper_tiny_en"},
+}
+# Run by default on the pretrained settings besides every registered method.
+COMPOSITIONS = ("aim+unimodal_losses", "ogm_ge+unimodal_losses")
+# --quick: a tiny budget, for the tests (numbers mean nothing); on the AV-digits settings, tiny encoders,
+# on the pretrained ones (whose encoders are --enc-root's), tiny data.
 QUICK_OPTIONS = ["--max_train_samples", "32", "--max_eval_samples", "16", "--max_steps", "4",
                  "--per_device_train_batch_size", "8", "--eval_strategy", "steps", "--eval_steps", "2",
-                 "--logging_steps", "2", "--hidden_size", "16", "--num_hidden_layers", "2"]  # fmt: skip
+                 "--logging_steps", "2"]  # fmt: skip
+QUICK_ENCODERS = ["--hidden_size", "16", "--num_hidden_layers", "2"]
+QUICK_DATA = {
+    "emoji": ["--setting_kwargs", json.dumps({"image_size": 16})],
+    "spoken": ["--setting_kwargs", json.dumps({"accents": ["en-us"], "variants": ["m3", "f2"], "speeds": [175],
+               "pitches": [40, 60], "split_sizes": {"train": 3, "validation": 1, "test": 1}})],
+}  # fmt: skip
+# The summary page and timing file of an invocation: of the AV-digits settings, of the pretrained ones.
+SUMMARIES = {False: ("benchmark.md", "timing.json"), True: ("pretrained.md", "pretrained_timing.json")}
 
 
 class Rotation:
@@ -214,26 +251,85 @@ def split_optimizer(spec: str) -> tuple[str, str | None]:
     return method, optimizer
 
 
-def methods_of(specs: Sequence[str], optimizer: str) -> list[str]:
-    """The method specs (without `@optimizer`) that run in a group of `optimizer`."""
+def methods_of(specs: Sequence[str], optimizer: str, modalities: Sequence[str] = MODALITIES) -> list[str]:
+    """The method specs (without `@optimizer`) that run in a group of `optimizer` on a setting of
+    `modalities`: a modality only another setting has is left out."""
     kept = [split_optimizer(spec) for spec in specs]
-    return [method for method, only in kept if only in (None, optimizer)]
+    return [m for m, only in kept if only in (None, optimizer) and (m not in ALL_MODALITIES or m in modalities)]
 
 
-def method_options(spec: str) -> list[str]:
+def method_options(spec: str, modalities: Sequence[str] = MODALITIES) -> list[str]:
     """`aim-hf train` options of a method spec (`aim_hf.compare.runs.method_options`): a modality name
     trains that modality alone."""
-    return _method_options(spec, UNIMODAL)
+    return _method_options(spec, modalities)
 
 
-def plan_options(setting: str, optimizer: str, quick: bool) -> list[str]:
-    """The `aim-hf train` options of a (setting, optimizer): the setting, the optimizer, and the
-    planned budget (or, with `quick`, the tiny one)."""
+def is_pretrained(setting: str) -> bool:
+    """Whether `setting` is one of the settings for pretrained encoders (`emoji`, `spoken`)."""
+    return setting in PRETRAINED_SETTINGS
+
+
+def modalities_of(setting: str) -> tuple[str, ...]:
+    return PRETRAINED_SETTINGS[setting].modalities if is_pretrained(setting) else MODALITIES
+
+
+def default_methods(setting: str) -> list[str]:
+    """The methods run when `--methods` is not given: on the AV-digits settings `DEFAULT_METHODS`; on a
+    pretrained setting each modality alone, every registered method and `COMPOSITIONS`."""
+    if not is_pretrained(setting):
+        return list(DEFAULT_METHODS)
+    from aim_hf.modulation import MODULATIONS
+
+    return [*modalities_of(setting), "none", *(m for m in MODULATIONS if m != "none"), *COMPOSITIONS]
+
+
+def encoder_folders(setting: str, enc_root: Path | None) -> dict[str, str]:
+    """The encoder folder of each modality of a pretrained setting under `enc_root`; a one-line error
+    naming the conversion command where one is missing."""
+    if enc_root is None:
+        names = ", ".join(sorted(set(ENCODERS[setting].values())))
+        raise ValueError(f"Setting {setting!r} fine-tunes pretrained encoders: give --enc-root, the folder holding "
+                         f"{names} (python -m aim_hf.offline NAME ENC_ROOT/NAME).")  # fmt: skip
+    folders = {m: str(enc_root / name) for m, name in ENCODERS[setting].items()}
+    for modality, folder in folders.items():
+        if not Path(folder, "config.json").is_file():
+            name = ENCODERS[setting][modality]
+            raise ValueError(f"No encoder in {folder} ({setting}'s {modality}); convert it with "
+                             f"`python -m aim_hf.offline {name} {folder}` (docs/pretrained_encoders.md).")  # fmt: skip
+    return folders
+
+
+def plan_options(setting: str, optimizer: str, quick: bool, enc_root: Path | None = None) -> list[str]:
+    """The `aim-hf train` options of a (setting, optimizer): the setting (and, on a pretrained one, its
+    encoders under `enc_root`), the optimizer, and the planned budget; with `quick`, the tiny budget
+    (on a pretrained setting, after the planned policy, on tiny data)."""
     if (setting, optimizer) not in PLANS:
         planned = ", ".join(f"{s}/{o}" for s, o in PLANS)
         raise ValueError(f"No plan for setting {setting!r} with optimizer {optimizer!r}; planned: {planned}.")
-    budget = QUICK_OPTIONS if quick else [*COMMON_OPTIONS, *PLANS[setting, optimizer]["options"]]
-    return ["--setting", setting, *OPTIMIZERS[optimizer], *budget]
+    plan = PLANS[setting, optimizer]["options"]
+    if not is_pretrained(setting):
+        budget = [*QUICK_OPTIONS, *QUICK_ENCODERS] if quick else [*COMMON_OPTIONS, *plan]
+        return ["--setting", setting, *OPTIMIZERS[optimizer], *budget]
+    encoders = json.dumps(encoder_folders(setting, enc_root))
+    quick_options = [*QUICK_OPTIONS, *QUICK_DATA[setting]] if quick else []
+    return ["--setting", setting, "--encoders", encoders, *OPTIMIZERS[optimizer], *PRETRAINED_OPTIONS, *plan,
+            *quick_options]  # fmt: skip
+
+
+def seed_options(setting: str, seed: int) -> list[str]:
+    """The options that follow the training seed: on a pretrained setting the data seed (each seed its
+    own split, pairing and noise, as calibrated); the AV-digits settings keep one split."""
+    return ["--dataset_seed", str(seed)] if is_pretrained(setting) else []
+
+
+def plan_group(
+    setting: str, methods: Sequence[str], seeds: Sequence[int], options: Sequence[str], folder: Path
+) -> list[Run]:
+    """The runs of a (setting, optimizer), seed by seed: those of `aim-hf compare`
+    (`aim_hf.compare.runs.plan_runs`), with [`seed_options`]."""
+    modalities = modalities_of(setting)
+    return [run for seed in seeds
+            for run in plan_runs(methods, [seed], modalities, [*options, *seed_options(setting, seed)], folder)]  # fmt: skip
 
 
 def accuracy_hidden_size(options: Sequence[str]) -> int:
@@ -257,22 +353,34 @@ def _run_script(mode: str, args: list[str], log_path: Path, threads: int) -> Non
         raise RuntimeError(f"A benchmark run failed; see {log_path}.")
 
 
+def timing_configurations(
+    setting: str, options: Sequence[str], widths: Sequence[int] | None
+) -> list[tuple[str, list[str], bool]]:
+    """The timing runs of a (setting, optimizer) with `options`: (label, the options that make it, whether
+    the accuracy runs trained so). AV-digits: its encoders at each width of `widths` (default: the
+    accuracy runs' and 128); a pretrained setting: its encoders as they are, labelled by the setting."""
+    if is_pretrained(setting):
+        return [(setting, [], True)]
+    accuracy = accuracy_hidden_size(options)
+    return [(str(size), ["--hidden_size", str(size)], size == accuracy) for size in widths or sorted({accuracy, 128})]
+
+
 def time_all(
-    methods: Sequence[str], seed: int, train_options: Sequence[str], work_dir: Path, threads: int, hidden_size: int
+    methods: Sequence[str], seed: int, train_options: Sequence[str], work_dir: Path, threads: int, label: str,
+    modalities: Sequence[str] = MODALITIES,
 ) -> dict[str, dict[str, Any]]:
     """Each method's step times from one child process that trains them all in turn (`time_child`),
-    with `seed`, encoders `hidden_size` wide and no evaluation; returns by method its `step_seconds`
-    and `refresh_seconds`."""
-    timing_dir = work_dir / f"timing_h{hidden_size}"
+    with `seed`, `train_options` (those of one of [`timing_configurations`], labelled `label`) and no
+    evaluation; returns by method its `step_seconds` and `refresh_seconds`."""
+    timing_dir = work_dir / f"timing_{label}"
     runs = [
         [*BASE_TRAIN_OPTIONS, "--output_dir", str(timing_dir / safe_name(m)), "--seed", str(seed),
-         *method_options(m), *train_options, "--hidden_size", str(hidden_size), "--eval_strategy", "no",
-         "--load_best_model_at_end", "false"]
+         *method_options(m, modalities), *train_options, "--eval_strategy", "no", "--load_best_model_at_end", "false"]
         for m in methods
     ]  # fmt: skip
     timing_dir.mkdir(parents=True, exist_ok=True)
     (timing_dir / "runs.json").write_text(json.dumps(runs))
-    print(f"[{time.strftime('%H:%M:%S')}] timing {', '.join(methods)} in turn, seed {seed}, hidden {hidden_size}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] timing {', '.join(methods)} in turn, seed {seed}, {label}", flush=True)
     _run_script("_time", [str(timing_dir / "result.json"), str(timing_dir / "runs.json")], timing_dir / "log.txt", threads)
     return dict(zip(methods, json.loads((timing_dir / "result.json").read_text())))
 
@@ -309,9 +417,10 @@ def setting_checks(record: dict[str, Any]) -> list[tuple[str, bool, str]]:
     """Whether the setting shows what it is built for (docs/settings.md). `hopeless`: the weak
     modality (the lower accuracy alone) is within 5 points of chance alone. The others: the weak
     modality (the larger gap) at least 15 points below its accuracy alone under `none`, the dominant
-    one within 3 points of its own, and the fused accuracy above the dominant modality alone."""
+    one within 3 points of its own, and the fused accuracy above the dominant modality alone. The
+    pretrained settings were built without a target gap (their gaps are reported as found): none."""
     gaps = suppression(record)
-    if len(gaps) < 2:
+    if len(gaps) < 2 or is_pretrained(record["setting"]):
         return []
     if record["setting"] == "hopeless":
         weak = min(gaps, key=lambda m: gaps[m]["alone"][0])
@@ -378,10 +487,11 @@ def setting_section(record: dict[str, Any], plots: Sequence[str]) -> list[str]:
     """The markdown of one (setting, optimizer): suppression gaps, checks, and the method table."""
     setting, optimizer, methods = record["setting"], record["optimizer"], record["methods"]
     seeds = next(iter(methods.values()))["seeds"] if methods else []
+    seed = "`--seed` and `--dataset_seed` (the same)" if is_pretrained(setting) else "`--seed`"
     lines = [
         f"## `{setting}` with {optimizer}",
         "",
-        f"- every run: `aim-hf train {shlex.join(record['train_options'])}` plus the method's options and the seed",
+        f"- every run: `aim-hf train {shlex.join(record['train_options'])}` plus the method's options and {seed}",
         f"- seeds: {', '.join(map(str, seeds))} (the same for every method); per-seed values in "
         f"`{setting}_{optimizer}.json`",
         "",
@@ -391,7 +501,7 @@ def setting_section(record: dict[str, Any], plots: Sequence[str]) -> list[str]:
         lines += [*gaps, "| check | met | numbers |", "|---|---|---|"]
         lines += [f"| {c} | {'yes' if met else 'NO'} | {n} |" for c, met, n in setting_checks(record)]
         lines.append("")
-    lines += methods_table(record, MODALITIES)[:-1]
+    lines += methods_table(record, modalities_of(setting))[:-1]
     modulation = aim_modulation(record)
     if modulation:
         columns = sorted({k for row in modulation.values() for k in row})
@@ -404,31 +514,31 @@ def setting_section(record: dict[str, Any], plots: Sequence[str]) -> list[str]:
     return lines
 
 
-def time_section(
-    by_size: dict[int, dict[str, dict[str, float]]], setting: str, optimizer: str, seed: int, accuracy_size: int
-) -> list[str]:
-    if not by_size:
+def time_section(by_label: dict[str, dict[str, dict[str, float]]], groups: str, seed: int, accuracy: set[str]) -> list[str]:
+    """The time and memory table of the timing runs (`by_label`: [`time_memory`] per label of
+    [`timing_configurations`]; `accuracy`: the labels the accuracy runs trained with) of `groups`."""
+    if not by_label:
         return []
-    steps = next(iter(next(iter(by_size.values())).values()))["steps"]
+    steps = next(iter(next(iter(by_label.values())).values()))["steps"]
     lines = [
         "## Time and memory",
         "",
         f"Time per optimizer step (forward, backward, modulation, optimizer) over {steps} steps of one more run per "
-        f"method and encoder width (`{setting}` with {optimizer}, seed {seed}, no evaluation), all methods of a width "
-        f"in one process taking turns of {STEPS_PER_TURN} steps so that they meet the same machine: the median, and "
-        "the mean, which carries work done every few steps (AIM's prototype refresh, whose share of the time is "
-        "given). Peak memory added while training, mean over the accuracy runs' seeds (at their width only). "
-        "Ratios to `none` in this invocation.",
+        f"method and encoders (the AV-digits encoders at each width, or a pretrained setting's; {groups}, seed {seed}, "
+        f"no evaluation), all methods of one encoders in one process taking turns of {STEPS_PER_TURN} steps so that "
+        "they meet the same machine: the median, and the mean, which carries work done every few steps (AIM's "
+        "prototype refresh, whose share of the time is given). Peak memory added while training, mean over the "
+        "accuracy runs' seeds (with their encoders only). Ratios to `none` in this invocation.",
         "",
-        "| width | method | ms / step (median) | × none | ms / step (mean) | × none | refresh share | peak mem (MiB) | mem × none |",
+        "| encoders | method | ms / step (median) | × none | ms / step (mean) | × none | refresh share | peak mem (MiB) | mem × none |",
         "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
-    for size, rows in by_size.items():
+    for label, rows in by_label.items():
         for method, row in rows.items():
             memory = "—" if math.isnan(row["memory_bytes"]) else f"{row['memory_bytes'] / 2**20:.1f}"
             memory_ratio = "—" if math.isnan(row.get("memory_ratio", math.nan)) else f"{row['memory_ratio']:.2f}"
             lines.append(
-                f"| {size}{' (accuracy runs)' if size == accuracy_size else ''} | `{method}` | "
+                f"| {label}{' (accuracy runs)' if label in accuracy else ''} | `{method}` | "
                 f"{row['step_seconds'] * 1000:.1f} | {row.get('time_ratio', math.nan):.2f} | "
                 f"{row['mean_step_seconds'] * 1000:.1f} | {row.get('mean_time_ratio', math.nan):.2f} | "
                 f"{row['refresh_share']:.1%} | {memory} | {memory_ratio} |"
@@ -448,17 +558,24 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         allow_abbrev=False,
     )
     parser.add_argument("--settings", nargs="+", default=["strong", "hopeless"],
-                        help="Settings (aim_hf.data.settings): strong, hopeless, av_digits (planned, not run by default).")  # fmt: skip
+                        help="Settings (aim_hf.data.settings): strong, hopeless, av_digits (planned, not run by default); "
+                        "or the pretrained settings emoji and spoken (with --enc-root; run apart from the others).")  # fmt: skip
     parser.add_argument("--optimizers", nargs="+", default=None, choices=list(OPTIMIZERS),
                         help="Optimizers to run each setting with (default: each setting's planned ones).")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help="Seeds (default: the plan's, 8 on strong with AdamW and 5 elsewhere; --quick: 0 1).")  # fmt: skip
+                        help="Seeds (default: the plan's, 8 on strong with AdamW and 5 elsewhere; --quick: 0 1). On the "
+                        "pretrained settings each seed is also the data seed.")  # fmt: skip
     parser.add_argument(
-        "--methods", nargs="+", default=list(DEFAULT_METHODS),
-        help="Modalities (trained alone) and modulation methods, each NAME[:option=value,...][@optimizer] "
-        "(@sgd: only in the SGD groups, the optimizer of the method's paper); 'none' is the reference of the "
-        "paired differences and ratios.",
+        "--methods", nargs="+", default=None,
+        help="Modalities (trained alone, on the settings that have them) and modulation methods, each "
+        "NAME[:option=value,...][@optimizer] (@sgd: only in the SGD groups, the optimizer of the method's paper); "
+        "'none' is the reference of the paired differences and ratios. Default: on the AV-digits settings "
+        f"{' '.join(DEFAULT_METHODS)}; on the pretrained ones each modality, every registered method and "
+        f"{' '.join(COMPOSITIONS)}.",
     )  # fmt: skip
+    parser.add_argument("--enc-root", type=Path, default=None,
+                        help="The pretrained settings' encoders: the folders `python -m aim_hf.offline NAME ENC_ROOT/NAME` "
+                        "writes (emoji: mobilenet_v2, minilm; spoken: mobilenet_v2, whisper_tiny_en).")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="A tiny budget (seconds per run): checks the harness, measures nothing.")
     parser.add_argument(
         "--threads", type=int, default=1,
@@ -468,7 +585,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--jobs", type=int, default=1, help="Runs at a time (the accuracies do not depend on it).")
     parser.add_argument("--timing-steps", type=int, default=150, help="Optimizer steps of the timing run; 0: no timing.")
     parser.add_argument("--timing-hidden-sizes", type=int, nargs="+", default=None,
-                        help="Encoder widths of the timing runs (default: the accuracy runs' and 128).")  # fmt: skip
+                        help="Encoder widths of the timing runs on an AV-digits setting (default: the accuracy runs' and "
+                        "128); a pretrained setting is timed on its encoders.")  # fmt: skip
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--report-split", choices=["test", "validation"], default="test",
                         help="The split the markdown tables report (a study that chooses settings: validation; the JSON "
@@ -480,7 +598,10 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def groups_of(args: argparse.Namespace) -> list[tuple[str, str, list[int]]]:
     """The (setting, optimizer, seeds) to run: every setting under the first optimizer (AdamW, the
-    Trainer's default), then under the next, and so on."""
+    Trainer's default), then under the next, and so on. The AV-digits and the pretrained settings are
+    run apart (each writes its own summary page)."""
+    if len({is_pretrained(s) for s in args.settings}) > 1:
+        raise ValueError("Run the AV-digits settings and the pretrained settings (emoji, spoken) in separate invocations.")
     groups = []
     for setting in args.settings:
         optimizers = args.optimizers or [o for s, o in PLANS if s == setting]
@@ -500,6 +621,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args, extra = parse_args(argv)
     groups = groups_of(args)
+    # Every group's options and methods before anything trains: a missing encoder stops here.
+    plans = {
+        (setting, optimizer): ([*plan_options(setting, optimizer, args.quick, args.enc_root), *extra],
+                               methods_of(args.methods or default_methods(setting), optimizer, modalities_of(setting)))
+        for setting, optimizer, _ in groups
+    }  # fmt: skip
+    pretrained = is_pretrained(groups[0][0])
+    summary_name, timing_name = SUMMARIES[pretrained]
     command = shlex.join(["python", "benchmarks/av_digits.py", *argv])
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -508,39 +637,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         work_dir = args.work_dir or Path(tmp)
         records = {}
         for setting, optimizer, seeds in groups:
-            options = [*plan_options(setting, optimizer, args.quick), *extra]
-            methods = methods_of(args.methods, optimizer)
+            options, methods = plans[setting, optimizer]
+            modalities = modalities_of(setting)
             # The runs of `aim-hf compare` (aim_hf.compare.runs): a rerun with --work-dir reuses the finished ones.
-            runs = plan_runs(methods, seeds, UNIMODAL, options, work_dir / f"{setting}_{optimizer}")
+            runs = plan_group(setting, methods, seeds, options, work_dir / f"{setting}_{optimizer}")
             by_key = run_all(runs, args.jobs, args.threads)
             failed = [r for r in by_key.values() if isinstance(r, RunFailed)]
             if failed:
                 raise RuntimeError(f"A benchmark run failed; see {failed[0].run.log_path}.")
             results = {m: [by_key[m, s] for s in seeds] for m in methods}
-            record = collect(results, MODALITIES, setting=setting, optimizer=optimizer, command=command,
+            record = collect(results, modalities, setting=setting, optimizer=optimizer, command=command,
                              train_options=options)  # fmt: skip
             name = f"{setting}_{optimizer}"
-            plots = plot_accuracy(results, MODALITIES, args.output_dir, name)
+            plots = plot_accuracy(results, modalities, args.output_dir, name)
             (args.output_dir / f"{name}.json").write_text(json.dumps(record))
             section = setting_section(record if args.report_split == "test" else validation_view(record), plots)
             (args.output_dir / f"{name}.md").write_text("\n".join([f"# Benchmark: {name}", "", *section]))
             sections += section
             records[setting, optimizer] = record
             print("\n".join(section), flush=True)
-        setting, optimizer, seeds = groups[0]
-        timed = [m for m in methods_of(args.methods, optimizer) if m not in UNIMODAL]
-        options = [*plan_options(setting, optimizer, args.quick), *extra]
-        accuracy_size = accuracy_hidden_size(options)
-        by_size, timings = {}, {}
-        if args.timing_steps > 0 and timed:
-            for size in args.timing_hidden_sizes or sorted({accuracy_size, 128}):
-                timings[size] = time_all(timed, seeds[0], [*options, "--max_steps", str(args.timing_steps)],
-                                         work_dir, args.threads, size)  # fmt: skip
-                runs = records[setting, optimizer]["runs"] if size == accuracy_size else None
-                by_size[size] = time_memory(runs, timings[size])
-            (args.output_dir / "timing.json").write_text(json.dumps({"command": command, "rows": by_size, "timings": timings}))
+        # The AV-digits settings share their encoders: the first group is timed. A pretrained setting has its own.
+        timed_groups = groups if pretrained else groups[:1]
+        by_label, timings, accuracy = {}, {}, set()
+        for setting, optimizer, seeds in timed_groups if args.timing_steps > 0 else []:
+            options, methods = plans[setting, optimizer]
+            modalities = modalities_of(setting)
+            timed = [m for m in methods if m not in modalities]
+            options = [*options, *seed_options(setting, seeds[0])]
+            configurations = timing_configurations(setting, options, args.timing_hidden_sizes) if timed else []
+            for label, made, trained in configurations:
+                timings[label] = time_all(timed, seeds[0], [*options, *made, "--max_steps", str(args.timing_steps)],
+                                          work_dir, args.threads, label, modalities)  # fmt: skip
+                by_label[label] = time_memory(records[setting, optimizer]["runs"] if trained else None, timings[label])
+                accuracy |= {label} if trained else set()
+        if by_label:
+            (args.output_dir / timing_name).write_text(json.dumps({"command": command, "rows": by_label, "timings": timings}))
     header = [
-        "# Balanced-learning benchmark",
+        "# Balanced-learning benchmark" + (": pretrained encoders" if pretrained else ""),
         "",
         "Written by `benchmarks/av_digits.py`; do not edit by hand. The settings are described in `docs/settings.md`.",
         "",
@@ -549,11 +682,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         *machine_description(load, args.threads),
         "",
     ]
-    report = args.output_dir / "benchmark.md"
-    report.write_text("\n".join([*header, *sections, *time_section(by_size, setting, optimizer, seeds[0], accuracy_size)]))
+    timed = ", ".join(f"`{setting}` with {optimizer}" for setting, optimizer, _ in timed_groups)
+    report = args.output_dir / summary_name
+    report.write_text("\n".join([*header, *sections, *time_section(by_label, timed, timed_groups[0][2][0], accuracy)]))
     print(report.read_text())
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -273,30 +273,11 @@ def test_pretrained_settings_errors_are_one_line(bank_cache, capsys, monkeypatch
 
 @pytest.fixture(scope="module")
 def tiny_setting_encoders(tmp_path_factory):
-    """A tiny MobileNetV2 (16x16 crops), a tiny Whisper encoder on 1 s clips and a tiny BERT, each
-    saved with its processor, from configs."""
-    import torch
-    from tiny import save_tiny_checkpoints
-    from transformers import (
-        MobileNetV2Config, MobileNetV2ImageProcessorPil, MobileNetV2Model, WhisperConfig, WhisperFeatureExtractor,
-        WhisperModel,
-    )  # fmt: skip
+    """Tiny stand-ins for the settings' offline encoders, by modality (`tiny.save_tiny_setting_encoders`)."""
+    from tiny import save_tiny_setting_encoders
 
-    root = tmp_path_factory.mktemp("setting_encoders")
-    torch.manual_seed(0)
-    MobileNetV2Model(MobileNetV2Config(image_size=16, depth_multiplier=0.25)).save_pretrained(root / "mobilenet")
-    MobileNetV2ImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(
-        root / "mobilenet"
-    )
-    whisper = WhisperConfig(
-        d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16, max_source_positions=50, max_target_positions=8,
-        vocab_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=3,
-    )  # fmt: skip  (1 s at 16 kHz: 100 mel frames, 50 positions)
-    WhisperModel(whisper).save_pretrained(root / "whisper")
-    WhisperFeatureExtractor(feature_size=16, chunk_length=1).save_pretrained(root / "whisper")
-    text = save_tiny_checkpoints(root / "tiny")["text"]
-    return {"vision": str(root / "mobilenet"), "audio": str(root / "whisper"), "text": text}
+    paths = save_tiny_setting_encoders(tmp_path_factory.mktemp("setting_encoders"))
+    return {"vision": paths["mobilenet_v2"], "audio": paths["whisper_tiny_en"], "text": paths["minilm"]}
 
 
 def _train_setting(setting, encoders, out, *options, monkeypatch):

@@ -72,6 +72,43 @@ def save_tiny_checkpoints(root: str | os.PathLike) -> dict[str, str]:
     return paths
 
 
+def save_tiny_setting_encoders(root: str | os.PathLike) -> dict[str, str]:
+    """Tiny randomly initialised stand-ins for the offline encoders of the `emoji` and `spoken`
+    settings, each saved with its processor in the folder `python -m aim_hf.offline NAME ROOT/NAME`
+    writes: `mobilenet_v2` (16x16 crops), `whisper_tiny_en` (1 s clips, 4 layers as in tiny.en) and
+    `minilm` (a tiny BERT). Returns name -> path."""
+    import torch
+    from transformers import (
+        BertModel,
+        MobileNetV2Config,
+        MobileNetV2ImageProcessorPil,
+        MobileNetV2Model,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperModel,
+    )
+
+    root = Path(root)
+    paths = {name: str(root / name) for name in ("mobilenet_v2", "whisper_tiny_en", "minilm")}
+    torch.manual_seed(0)
+    MobileNetV2Model(MobileNetV2Config(image_size=16, depth_multiplier=0.25)).save_pretrained(paths["mobilenet_v2"])
+    MobileNetV2ImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(
+        paths["mobilenet_v2"]
+    )
+    whisper = WhisperConfig(
+        d_model=32, encoder_layers=4, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16, max_source_positions=50, max_target_positions=8,
+        vocab_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=3,
+    )  # fmt: skip  (1 s at 16 kHz: 100 mel frames, 50 positions)
+    WhisperModel(whisper).save_pretrained(paths["whisper_tiny_en"])
+    WhisperFeatureExtractor(feature_size=16, chunk_length=1).save_pretrained(paths["whisper_tiny_en"])
+    BertModel(ENCODER_CONFIGS["text"]()).save_pretrained(paths["minilm"])
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS))
+    BertTokenizer(vocab_file=str(vocab)).save_pretrained(paths["minilm"])
+    return paths
+
+
 def make_processors(paths: dict[str, str]) -> dict[str, object]:
     """A processor for each tiny encoder."""
     return {
