@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         usage=USAGE,
         description="Train each method on each seed exactly as `aim-hf train` would with the other options (the "
         "embedded data, or --dataset_name with --modality_columns and --encoders, or a YAML/JSON file), and each "
-        "modality alone; report accuracies, paired differences with 95%% t-intervals and a verdict into "
+        "modality alone; report accuracies, paired differences with 95% t-intervals and a verdict into "
         "--output_dir (compare.md, compare.json, plots).",
         allow_abbrev=False,
     )
