@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 import re
 
 import pytest
@@ -182,3 +183,15 @@ def test_a_failed_run_is_named_with_its_log_and_the_others_go_on(tmp_path):
     assert results["none", 0]["metrics"] == {"test_accuracy": 0.5}
     assert any(f"(aim seed 0: FAILED, see {broken.log_path})" in line for line in lines)
     assert "2/2 runs done, 0 left" in lines[-1]
+
+
+def test_the_modalities_of_a_pretrained_setting_are_its_encoders(tmp_path):
+    """`--setting emoji` (vision + text): each of its modalities is trained alone, not AV-digits'."""
+    from aim_hf.compare.command import parse_compare_args
+
+    encoders = {m: str(tmp_path / m) for m in ("vision", "text")}
+    for folder in encoders.values():
+        Path(folder).mkdir()
+    args, _, _ = parse_compare_args(["--setting", "emoji", "--encoders", json.dumps(encoders), "--output_dir",
+                                     str(tmp_path / "out"), "--methods", "aim", "--seeds", "0"])  # fmt: skip
+    assert args.modalities == ["vision", "text"] and args.data == "setting emoji"

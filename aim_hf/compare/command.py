@@ -75,13 +75,15 @@ def parse_compare_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[st
         raise ValueError(f"--methods repeats a method: {args.methods}.")
     parsed = parse_train_args(train_options)
     model_args, data_args, training_args = parsed
-    modalities = list(MODALITIES) if source_of(data_args) == "embedded" else list(model_args.encoders)
+    source = source_of(data_args)
+    modalities = list(MODALITIES) if source == "embedded" else list(model_args.encoders)
     for method in args.methods:  # each method's options, checked as its runs will pass them
         if method.split(":")[0] in modalities:
             raise ValueError(f"method {method!r} names a modality; each modality is trained alone anyway.")
         parse_train_args([*train_options, *method_options(method, modalities)])
     args.modalities = modalities
-    args.data = data_args.dataset_name or f"AV-digits {data_args.setting}"
+    named = {"own": data_args.dataset_name, "setting": f"setting {data_args.setting}"}
+    args.data = named.get(source, f"AV-digits {data_args.setting}")
     args.work_dir = args.work_dir or Path(training_args.output_dir) / "compare_runs"
     return args, train_options, training_args
 
