@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import NUM_LABELS, make_rows
 
 from aim_hf import AIMTrainer, MultimodalCollator
 from aim_hf.modeling import MultimodalOutput
 from aim_hf.modulation import build_modulation
-from tiny import NUM_LABELS, make_rows
+from aim_hf.modulation.aim.masking import update_importance
 
 TWO = ("vision", "audio")
 # The first reading (class-mean prototypes, dominant-only PAM), which the hand-made statistics test.
@@ -106,7 +107,8 @@ def unit_importance(module: torch.nn.Module) -> torch.Tensor:
 def test_importance_and_masks_pick_the_most_important_units(build_model, make_args):
     torch.manual_seed(0)
     model = build_model(TWO)
-    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=0, modulation_kwargs={**FIRST, "r_max": 0.5}))
+    args = make_args(modulation="aim", modulation_start=0, modulation_kwargs={**FIRST, "r_max": 0.5})
+    aim = build_modulation("aim", model, args)
     units = {m: {n: mod for group in model.unit_modules(m) for n, mod in group.items()} for m in TWO}
     expected = {}
     for step in range(2):
@@ -124,7 +126,7 @@ def test_importance_and_masks_pick_the_most_important_units(build_model, make_ar
     scaled = build_modulation("aim", model, make_args(modulation="aim", modulation_kwargs=FIRST))
     for p, g in grads.items():
         p.grad = g * 1024.0
-    scaled._update_importance(grad_scale=1024.0)
+    update_importance(scaled.importance, scaled._unit_list, 1024.0, scaled.config.momentum)
     for p, g in grads.items():
         p.grad = g
     for name, module in units["vision"].items():
@@ -159,7 +161,8 @@ def test_masks_only_inside_the_modulation_window(build_model, make_args):
     """Statistics accumulate from step 0; masks exist only for steps in [start, end)."""
     torch.manual_seed(0)
     model = build_model(TWO)
-    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=2, modulation_end=4, modulation_kwargs=FIRST))
+    args = make_args(modulation="aim", modulation_start=2, modulation_end=4, modulation_kwargs=FIRST)
+    aim = build_modulation("aim", model, args)
     assert build_modulation("aim", model, make_args(modulation="aim")).start == 0.1  # AIM's default warm-up
     has_masks = []
     for step in range(5):
@@ -329,7 +332,8 @@ def test_lambda_rises_for_the_informative_modality(pam, build_model, build_proce
     gives audio, the weak one, a smaller Auxiliary Block of strength mu."""
     trainer = _train(
         build_model, build_processor, build_dataset, make_args, TWO, informative=("vision",),
-        modulation="aim", modulation_start=0, max_steps=5, logging_steps=1, modulation_kwargs={"pam": pam, "dam_cap": "none"},
+        modulation="aim", modulation_start=0, max_steps=5, logging_steps=1,
+        modulation_kwargs={"pam": pam, "dam_cap": "none"},
     )
     logs = [log for log in trainer.state.log_history if "loss" in log]
     assert logs[0]["aim/lambda/vision/depth_3"] == 0.0  # no prototype before the first step

@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import NUM_LABELS, make_rows
 from transformers import ResNetConfig, ResNetModel
 
 from aim_hf import MultimodalCollator, MultimodalModel
 from aim_hf.modeling import MultimodalOutput
 from aim_hf.modulation import build_modulation
 from aim_hf.modulation.aim.strengths import capped_strengths, dam_strengths, weak_capacities, weak_strengths
-from tiny import NUM_LABELS, make_rows
 
 TWO = ("vision", "audio")
 
@@ -82,7 +82,8 @@ def test_learned_prototypes_are_learned_with_the_model_frozen(
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     modes = {n: mod.training for n, mod in model.named_modules()}
-    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=0, modulation_kwargs={"prototype_iters": 30}))
+    args = make_args(modulation="aim", modulation_start=0, modulation_kwargs={"prototype_iters": 30})
+    aim = build_modulation("aim", model, args)
     out = model(**batch)
     aim.compute_loss(out, batch["labels"])
     buffers = {n: b.clone() for n, b in model.named_buffers()}  # batch-norm statistics after the forward
@@ -126,9 +127,8 @@ def test_learned_score_and_refresh_schedule(build_model, build_processor, make_a
     prototypes change only at refresh steps (every `prototype_every`), warm-started."""
     model, batch = build_model(TWO), MultimodalCollator(build_processor(TWO))(make_rows(6, TWO))
     labels = batch["labels"]
-    aim = build_modulation(
-        "aim", model, make_args(modulation="aim", modulation_start=0, modulation_kwargs={"prototype_every": 2, "tau": 0.1})
-    )
+    args = make_args(modulation="aim", modulation_start=0, modulation_kwargs={"prototype_every": 2, "tau": 0.1})
+    aim = build_modulation("aim", model, args)
     history, losses = [], []
     for step in range(4):
         out = model(**batch)

@@ -236,7 +236,8 @@ class AIM(Modulation):
             if self.config.pam == "symmetric":
                 for d, mu in enumerate((mus or no_strength)[m]):
                     metrics[f"aim/mu/{m}/depth_{d}"] = mu
-            metrics[f"aim/masked_fraction/{m}"] = used_counts.get(m, 0) / max(self.num_units[m], 1)  # a frozen encoder has none
+            # max(..., 1): a frozen encoder has no units.
+            metrics[f"aim/masked_fraction/{m}"] = used_counts.get(m, 0) / max(self.num_units[m], 1)
         if aux_n > 0:
             metrics["aim/aux_loss"] = aux_sum / aux_n
         if self.prototype_loss is not None:

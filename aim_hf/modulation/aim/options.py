@@ -29,7 +29,9 @@ class AIMOptions:
             "modalities score almost alike gets an auxiliary pass for one unit (ours: 0.1)."
         },
     )
-    beta_aux: float = field(default=1.0, metadata={"help": "Weight of the auxiliary loss: L = L_mm + beta_aux * L_aux."})
+    beta_aux: float = field(
+        default=1.0, metadata={"help": "Weight of the auxiliary loss: L = L_mm + beta_aux * L_aux."}
+    )
     tau: float = field(default=0.1, metadata={"help": "DAP: temperature of the softmax over prototype cosines."})
     momentum: float = field(
         default=0.9,
