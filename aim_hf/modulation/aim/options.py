@@ -1,6 +1,6 @@
-"""AIM's options (`modulation_kwargs`, checked by `Modulation.make_config`): defaults are the
-paper's where it gives one, else ours, chosen on the benchmark's validation split as
-docs/methods/aim.md says option by option."""
+"""AIM's options (`modulation_kwargs`, checked by `Modulation.make_config`). The paper gives no
+values we know of: the defaults are ours, the choices among readings made on the benchmark's
+validation split; docs/methods/aim.md says where each comes from."""
 
 from __future__ import annotations
 
