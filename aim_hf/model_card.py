@@ -127,22 +127,20 @@ def _method_hyperparameters(trainer: Trainer, modulation: Modulation) -> dict[st
 
 
 def _member_hyperparameters(trainer: Trainer, modulation: Modulation) -> dict[str, Any]:
-    """The modulation schedule, the fields of the method's own prefix (`aim_*`) and the method's own
-    options (its `Config`, given in `modulation_kwargs`), with the values the run used: an option
-    left to its default or `auto` shows what that resolved to (for a `Config` option, the
-    modulation object's attribute of the same name, where it has one)."""
+    """The modulation schedule and the method's own options (its `Config`, given in
+    `modulation_kwargs`), with the values the run used: an option that is `None` or `auto` shows
+    what that resolved to (the modulation object's attribute of the same name, where it has one)."""
     args = trainer.args
-    prefix = modulation.name.split("_")[0] + "_"
     given_used: dict[str, tuple[Any, Any]] = {}
     for name in ["modulation_start", "modulation_end"]:
         given = getattr(args, name)
         given_used[name] = (given, getattr(modulation, _RESOLVED[name]) if name in _RESOLVED else given)
-    for f in dataclasses.fields(AIMConfig):
-        if f.name.startswith(prefix):
-            given_used[f.name] = (getattr(args, f.name),) * 2
     for f in dataclasses.fields(modulation.config):
         given = getattr(modulation.config, f.name)
-        given_used[f.name] = (given, getattr(modulation, f.name, given))
+        # Only these stand for another value; an attribute of another option's name may be state
+        # (AIM's `prototypes`).
+        resolves = given is None or given == "auto"
+        given_used[f.name] = (given, getattr(modulation, f.name, given) if resolves else given)
     values: dict[str, Any] = {}
     for name, (given, used) in given_used.items():
         shown = used

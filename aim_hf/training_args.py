@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from transformers import TrainingArguments
 
@@ -37,16 +39,34 @@ class _ModulationHelp(Mapping):
         return dict(self)
 
 
+# AIM's options that the study (docs/method.md) rejected and that are gone, with the one value (AIM's
+# behaviour) their deprecated `aim_*` parameter still accepts.
+_REMOVED_AIM_OPTIONS = {"aux_mode": "add", "mask_by": "high"}
+
+
+def _aim_alias(option: str) -> Any:
+    """The field of the deprecated parameter `aim_<option>`: None unless set."""
+    if option in _REMOVED_AIM_OPTIONS:
+        help_text = (
+            "Deprecated, goes in the next release: the option is removed; only "
+            f"{_REMOVED_AIM_OPTIONS[option]!r} (AIM's behaviour) is accepted."
+        )
+    else:
+        help_text = f'Deprecated, goes in the next release: modulation_kwargs {{"{option}": ...}}.'
+    return field(default=None, metadata={"help": help_text})
+
+
 @dataclass
 class AIMConfig(TrainingArguments):
     r"""Training arguments of [`AIMTrainer`]: every [`~transformers.TrainingArguments`] field, plus
-    the balanced-learning method and its hyperparameters. Defaults follow `AIM_SPEC.md` (AIM) and
-    each method's reference code.
+    the balanced-learning method and its hyperparameters.
 
     A method's own hyperparameters are not fields here: they travel in `modulation_kwargs` and are
     checked against the method's `Config` dataclass (`aim_hf.modulation.base`), e.g.
     `AIMConfig(modulation="ogm_ge", modulation_kwargs={"alpha": 0.3})` or on the command line
-    `--modulation ogm_ge --modulation_kwargs '{"alpha": 0.3}'`. (AIM's `aim_*` fields move there later.)
+    `--modulation ogm_ge --modulation_kwargs '{"alpha": 0.3}'`; AIM's too, e.g. `modulation_kwargs={"dam_cap":
+    "none"}`. Its former fields `aim_<option>` are deprecated parameters, kept for one release: one that is set
+    warns and is moved into `modulation_kwargs`.
 
     Several methods train together as a composition: `modulation="aim+unimodal_losses"`, or a list
     (`["aim", "unimodal_losses"]`, stored joined by `+`), each method's options under its name in
@@ -76,10 +96,10 @@ class AIMConfig(TrainingArguments):
         default=None,
         metadata={
             "help": "The method's own hyperparameters, as a JSON object (a mapping in a YAML/JSON config file), "
-            'e.g. \'{"alpha": 0.3}\' for ogm_ge. Each method lists its options in the dataclass `Config` beside '
-            "it (docs/methods/<method>.md); an unknown key fails with the method's options. AIM still takes its "
-            "aim_* options. A composition keys each method's options by its name, e.g. "
-            '\'{"unimodal_losses": {"weight": 0.5}, "ogm_ge": {"alpha": 0.3}}\'.'
+            'e.g. \'{"alpha": 0.3}\' for ogm_ge, \'{"dam_cap": "none"}\' for aim. Each method lists its options in '
+            "the dataclass `Config` beside it (docs/methods/<method>.md); an unknown key fails with the method's "
+            'options. A composition keys each method\'s options by its name, e.g. \'{"unimodal_losses": {"weight": '
+            '0.5}, "aim": {"dam_cap": "none"}}\'.'
         },
     )
     learning_rate_mapping: dict | str | None = field(
@@ -92,88 +112,24 @@ class AIMConfig(TrainingArguments):
             "no trainable parameter is an error."
         },
     )
-    # AIM
-    aim_alpha: float = field(default=1.0, metadata={"help": "AIM (DAM): alpha in lambda = tanh(alpha * (rho - 1))."})
-    aim_r_max: float = field(
-        default=0.5,
-        metadata={"help": "AIM (PAM): largest fraction of a layer's units switched off in an Auxiliary Block."},
-    )
-    aim_min_lambda: float = field(
-        default=0.1,
-        metadata={
-            "help": "AIM: depth groups whose strength lambda is at most this get no Auxiliary Block. 0 is the spec: "
-            "any lambda > 0 switches off at least one unit per layer, so a depth where the modalities score almost "
-            "alike gets an auxiliary pass for one unit (docs/method.md, 'Benchmark study')."
-        },
-    )
-    aim_beta_aux: float = field(default=1.0, metadata={"help": "AIM: weight of the auxiliary loss."})
-    aim_tau: float = field(default=0.1, metadata={"help": "AIM (DAP): temperature of the prototype softmax."})
-    aim_momentum: float = field(
-        default=0.9,
-        metadata={"help": "AIM: EMA momentum of the prototypes, the depth scores and the unit importances."},
-    )
-    aim_prototypes: str = field(
-        default="learned",
-        metadata={
-            "help": "AIM (DAP): 'learned': per modality, depth and class a tensor in that depth's output space, "
-            "optimised by cross-entropy through the frozen rest of the network; 'class_mean': EMA of the class "
-            "means of the pooled features (the first reading, an ablation)."
-        },
-    )
-    aim_prototype_tokens: int = field(
-        default=2,
-        metadata={
-            "help": "AIM (DAP, learned): tokens of a prototype at a transformer depth; side of its square map at a "
-            "convolutional stage (uncut where the encoder's later layers cannot run on that shape)."
-        },
-    )
-    aim_prototype_every: int = field(
-        default=25, metadata={"help": "AIM (DAP, learned): refresh the prototypes every this many optimizer steps."}
-    )
-    aim_prototype_iters: int = field(
-        default=5, metadata={"help": "AIM (DAP, learned): Adam iterations per refresh (warm-started)."}
-    )
-    aim_prototype_lr: float = field(default=0.1, metadata={"help": "AIM (DAP, learned): Adam's learning rate."})
-    aim_pam: str = field(
-        default="dominant",
-        metadata={
-            "help": "AIM (PAM): 'dominant': Auxiliary Blocks only in the modalities stronger than the weakest at a "
-            "depth (the default, chosen by the study in docs/method.md); 'symmetric': every modality weaker than "
-            "the strongest also gets one there, of strength tanh(alpha * (1 - s / s_max))."
-        },
-    )
-    aim_aux_trains: str = field(
-        default="weak_only",
-        metadata={
-            "help": "AIM [ours]: what the auxiliary loss trains: 'weak_only' (the head and the encoders of the "
-            "modalities dominant at no depth; the default, chosen by the study in docs/method.md: the dominant "
-            "encoder learns as in joint training), 'all' (the head and every encoder) or 'no_head' (the encoders "
-            "only)."
-        },
-    )
-    aim_aux_mode: str = field(
-        default="add",
-        metadata={
-            "help": "AIM: 'add': L = L_mm + beta_aux * L_aux; 'replace': in steps with an auxiliary pass the joint "
-            "loss is taken on the auxiliary logits instead (L = L_aux, beta_aux unused)."
-        },
-    )
-    aim_mask_by: str = field(
-        default="high",
-        metadata={
-            "help": "AIM (PAM): which units an Auxiliary Block switches off: 'high' (the most important, so that "
-            "L_aux trains the under-optimized ones) or 'low' (the least important)."
-        },
-    )
-    aim_dam_cap: str = field(
-        default="min",
-        metadata={
-            "help": "AIM (DAM) [ours]: bound each strength by the weakest modality's capacity at that depth, "
-            "c = clip((s_min - 1/K) / (s - 1/K), 0, 1), so that a modality is not switched off for a weak one that "
-            "decodes next to nothing: 'min' (min(lambda, c), the default), 'product' (lambda * c) or 'none' (the "
-            "spec's lambda)."
-        },
-    )
+    # Deprecated parameters: AIM's options as they were before they moved to `modulation_kwargs`, kept
+    # for one release; one that is set is warned of and moved there (`_move_aim_aliases`).
+    aim_alpha: float | None = _aim_alias("alpha")
+    aim_r_max: float | None = _aim_alias("r_max")
+    aim_min_lambda: float | None = _aim_alias("min_lambda")
+    aim_beta_aux: float | None = _aim_alias("beta_aux")
+    aim_tau: float | None = _aim_alias("tau")
+    aim_momentum: float | None = _aim_alias("momentum")
+    aim_prototypes: str | None = _aim_alias("prototypes")
+    aim_prototype_tokens: int | None = _aim_alias("prototype_tokens")
+    aim_prototype_every: int | None = _aim_alias("prototype_every")
+    aim_prototype_iters: int | None = _aim_alias("prototype_iters")
+    aim_prototype_lr: float | None = _aim_alias("prototype_lr")
+    aim_pam: str | None = _aim_alias("pam")
+    aim_aux_trains: str | None = _aim_alias("aux_trains")
+    aim_aux_mode: str | None = _aim_alias("aux_mode")
+    aim_mask_by: str | None = _aim_alias("mask_by")
+    aim_dam_cap: str | None = _aim_alias("dam_cap")
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Keep the raw modality columns for the collator (the model's forward takes none of them)."},
@@ -194,6 +150,7 @@ class AIMConfig(TrainingArguments):
         if self.modulation_start is not None and self.modulation_start < 0:
             raise ValueError(f"modulation_start must be >= 0, got {self.modulation_start}.")
         self.modulation_kwargs = json_mapping("modulation_kwargs", self.modulation_kwargs)
+        self._move_aim_aliases()
         self.learning_rate_mapping = check_learning_rate_mapping(
             json_mapping("learning_rate_mapping", self.learning_rate_mapping)
         )
@@ -202,22 +159,51 @@ class AIMConfig(TrainingArguments):
             composition_members(self.modulation, self.modulation_kwargs, MODULATIONS)
         else:
             MODULATIONS[self.modulation].make_config(self.modulation_kwargs)
-        if self.aim_r_max < 0 or self.aim_r_max > 1:
-            raise ValueError(f"aim_r_max must lie in [0, 1], got {self.aim_r_max}.")
-        if not 0 <= self.aim_min_lambda < 1:
-            raise ValueError(f"aim_min_lambda must lie in [0, 1), got {self.aim_min_lambda}.")
-        if not 0 <= self.aim_momentum < 1:
-            raise ValueError(f"aim_momentum must lie in [0, 1), got {self.aim_momentum}.")
-        from .modulation.aim import AIM_CHOICES
 
-        for name, choices in AIM_CHOICES.items():
-            if getattr(self, name) not in choices:
-                raise ValueError(f"Unknown {name} {getattr(self, name)!r}: choose one of {', '.join(choices)}.")
-        for name in ("aim_prototype_tokens", "aim_prototype_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.aim_prototype_iters < 0:
-            raise ValueError(f"aim_prototype_iters must be >= 0, got {self.aim_prototype_iters}.")
+    def _move_aim_aliases(self) -> None:
+        """Each deprecated `aim_<option>` that is set: a FutureWarning naming its new spelling, then the
+        value moved into `modulation_kwargs` (a composition's `"aim"` entry) and the field unset. A
+        one-line ValueError where the same option is also in `modulation_kwargs`, where the
+        modulation does not run AIM, or for a value a removed option never had."""
+        from .modulation.composite import SEPARATOR
+
+        composed = SEPARATOR in self.modulation
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not f.name.startswith("aim_") or value is None:
+                continue
+            option = f.name[len("aim_") :]
+            setattr(self, f.name, None)
+            if option in _REMOVED_AIM_OPTIONS:
+                kept = _REMOVED_AIM_OPTIONS[option]
+                warnings.warn(
+                    f"{f.name} is deprecated and goes in the next release: AIM always uses {option}={kept!r}.",
+                    FutureWarning,
+                    stacklevel=4,
+                )
+                if value != kept:
+                    raise ValueError(
+                        f"{f.name}={value!r} is no longer available (rejected by the study in docs/method.md): "
+                        f"AIM always uses {kept!r}."
+                    )
+                continue
+            spelling = "modulation_kwargs " + json.dumps({"aim": {option: value}} if composed else {option: value})
+            warnings.warn(
+                f"{f.name} is deprecated and goes in the next release: use {spelling}.", FutureWarning, stacklevel=4
+            )
+            if "aim" not in self.modulation.split(SEPARATOR):
+                raise ValueError(f"{f.name} is an option of AIM, which modulation {self.modulation!r} does not run.")
+            kwargs = dict(self.modulation_kwargs)  # the caller's mapping stays as given
+            if composed:
+                if not isinstance(kwargs.get("aim", {}), Mapping):
+                    return  # composition_members names the mistake
+                kwargs["aim"] = target = dict(kwargs.get("aim", {}))
+            else:
+                target = kwargs
+            if option in target:
+                raise ValueError(f"{f.name} and modulation_kwargs both give {option!r}: keep {spelling} only.")
+            target[option] = value
+            self.modulation_kwargs = kwargs
 
 
 def json_mapping(name: str, value: dict | str | None) -> dict:

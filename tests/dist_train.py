@@ -114,7 +114,12 @@ def make_trainer(
     if "aim" in method.split("+"):
         # The tiny models' depth scores sit near chance, where DAM's capacity bound leaves no
         # Auxiliary Block: uncapped, the masked auxiliary pass runs and is what these tests check.
-        defaults["aim_dam_cap"] = "none"
+        kwargs = dict(overrides.pop("modulation_kwargs", None) or {})
+        if "+" in method:
+            kwargs["aim"] = {"dam_cap": "none", **kwargs.get("aim", {})}
+        else:
+            kwargs = {"dam_cap": "none", **kwargs}
+        defaults["modulation_kwargs"] = kwargs
     defaults.update(overrides)
     processor = MultimodalProcessor({m: p for m, p in make_processors(paths).items() if m in MODALITIES})
     return CountingTrainer(

@@ -8,15 +8,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import NUM_LABELS, make_rows
 
 from aim_hf import AIMTrainer, MultimodalCollator
 from aim_hf.modeling import MultimodalOutput
 from aim_hf.modulation import build_modulation
-from tiny import NUM_LABELS, make_rows
+from aim_hf.modulation.aim.masking import update_importance
 
 TWO = ("vision", "audio")
 # The first reading (class-mean prototypes, dominant-only PAM), which the hand-made statistics test.
-FIRST = dict(aim_prototypes="class_mean", aim_pam="dominant", aim_aux_trains="all", aim_dam_cap="none")
+FIRST = {"prototypes": "class_mean", "pam": "dominant", "aux_trains": "all", "dam_cap": "none"}
 QK_PARTNER = {"q_proj": "k_proj", "k_proj": "q_proj"}
 
 
@@ -45,7 +46,9 @@ def _class_means(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def test_prototypes_scores_and_strengths_match_direct_computation(build_model, make_args):
     torch.manual_seed(0)
-    args = make_args(modulation="aim", modulation_start=0, aim_alpha=1.5, aim_tau=0.1, aim_momentum=0.9, **FIRST)
+    args = make_args(
+        modulation="aim", modulation_start=0, modulation_kwargs={**FIRST, "alpha": 1.5, "tau": 0.1, "momentum": 0.9}
+    )
     aim = build_modulation("aim", build_model(TWO), args)
     # Step 0: two micro-batches seed the prototypes with the class means; no score yet.
     labels_a, labels_b = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 2])
@@ -104,7 +107,8 @@ def unit_importance(module: torch.nn.Module) -> torch.Tensor:
 def test_importance_and_masks_pick_the_most_important_units(build_model, make_args):
     torch.manual_seed(0)
     model = build_model(TWO)
-    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=0, aim_r_max=0.5, **FIRST))
+    args = make_args(modulation="aim", modulation_start=0, modulation_kwargs={**FIRST, "r_max": 0.5})
+    aim = build_modulation("aim", model, args)
     units = {m: {n: mod for group in model.unit_modules(m) for n, mod in group.items()} for m in TWO}
     expected = {}
     for step in range(2):
@@ -119,10 +123,10 @@ def test_importance_and_masks_pick_the_most_important_units(build_model, make_ar
                 value = unit_importance(module)
                 expected[m, name] = value if step == 0 else 0.9 * expected[m, name] + 0.1 * value
     # fp16: gradients still scaled by the GradScaler's factor are divided by it.
-    scaled = build_modulation("aim", model, make_args(modulation="aim", **FIRST))
+    scaled = build_modulation("aim", model, make_args(modulation="aim", modulation_kwargs=FIRST))
     for p, g in grads.items():
         p.grad = g * 1024.0
-    scaled._update_importance(grad_scale=1024.0)
+    update_importance(scaled.importance, scaled._unit_list, 1024.0, scaled.config.momentum)
     for p, g in grads.items():
         p.grad = g
     for name, module in units["vision"].items():
@@ -157,7 +161,8 @@ def test_masks_only_inside_the_modulation_window(build_model, make_args):
     """Statistics accumulate from step 0; masks exist only for steps in [start, end)."""
     torch.manual_seed(0)
     model = build_model(TWO)
-    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=2, modulation_end=4, **FIRST))
+    args = make_args(modulation="aim", modulation_start=2, modulation_end=4, modulation_kwargs=FIRST)
+    aim = build_modulation("aim", model, args)
     assert build_modulation("aim", model, make_args(modulation="aim")).start == 0.1  # AIM's default warm-up
     has_masks = []
     for step in range(5):
@@ -173,13 +178,13 @@ def test_masks_only_inside_the_modulation_window(build_model, make_args):
 
 def test_min_lambda_leaves_weakly_modulated_groups_whole(build_model, make_args):
     """With the spec's default (0) a tiny lambda still switches off one unit per layer; with
-    `aim_min_lambda` the groups at or below it get no Auxiliary Block."""
+    `min_lambda` the groups at or below it get no Auxiliary Block."""
     torch.manual_seed(0)
     model = build_model(TWO)
     groups = model.unit_modules("vision")
     strengths = {"vision": [0.05, 0.1, 0.3, 0.6], "audio": [0.0] * len(model.unit_modules("audio"))}
     for min_lambda, masked_groups in ((0.0, {0, 1, 2, 3}), (0.1, {2, 3})):
-        aim = build_modulation("aim", model, make_args(modulation="aim", aim_min_lambda=min_lambda))
+        aim = build_modulation("aim", model, make_args(modulation="aim", modulation_kwargs={"min_lambda": min_lambda}))
         for group in groups:
             for name, module in group.items():
                 aim.importance["vision"][name] = torch.rand(module.weight.shape[0])
@@ -199,7 +204,7 @@ def test_auxiliary_blocks_zero_gradient_and_equal_full_recompute(build_model, bu
     auxiliary pass (replaying the layers before the first masked group) equals a full recompute."""
     torch.manual_seed(0)
     model = build_model(TWO).eval()
-    aim = build_modulation("aim", model, make_args(modulation="aim", aim_beta_aux=1.0))
+    aim = build_modulation("aim", model, make_args(modulation="aim", modulation_kwargs={"beta_aux": 1.0}))
     for m in TWO:
         for group in model.unit_modules(m):
             for name, module in group.items():
@@ -265,7 +270,7 @@ def test_alpha_zero_is_plain_joint_training_bit_for_bit(build_model, build_proce
     plain = _train(build_model, build_processor, build_dataset, make_args, modalities, modulation="none", **kw)
     aim = _train(
         build_model, build_processor, build_dataset, make_args, modalities,
-        modulation="aim", modulation_start=0, aim_alpha=0.0, **kw,
+        modulation="aim", modulation_start=0, modulation_kwargs={"alpha": 0.0}, **kw,
     )
     assert aim.modulation.scores is not None  # AIM did score the depths ...
     logs = [log for log in aim.state.log_history if "loss" in log]
@@ -289,7 +294,8 @@ def test_resume_from_checkpoint_continues_exactly(build_model, build_processor, 
     modalities = ("vision", "text")
     # Uncapped DAM: the tiny models' near-chance scores would leave the capacity bound no block to save.
     kw = dict(
-        modulation="aim", modulation_start=0, max_steps=5, save_strategy="steps", save_steps=3, aim_dam_cap="none"
+        modulation="aim", modulation_start=0, max_steps=5, save_strategy="steps", save_steps=3,
+        modulation_kwargs={"dam_cap": "none"},
     )
     full = _train(build_model, build_processor, build_dataset, make_args, modalities, **kw)
     checkpoint = tmp_path / "out" / "checkpoint-3"
@@ -326,7 +332,8 @@ def test_lambda_rises_for_the_informative_modality(pam, build_model, build_proce
     gives audio, the weak one, a smaller Auxiliary Block of strength mu."""
     trainer = _train(
         build_model, build_processor, build_dataset, make_args, TWO, informative=("vision",),
-        modulation="aim", modulation_start=0, max_steps=5, logging_steps=1, aim_pam=pam, aim_dam_cap="none",
+        modulation="aim", modulation_start=0, max_steps=5, logging_steps=1,
+        modulation_kwargs={"pam": pam, "dam_cap": "none"},
     )
     logs = [log for log in trainer.state.log_history if "loss" in log]
     assert logs[0]["aim/lambda/vision/depth_3"] == 0.0  # no prototype before the first step

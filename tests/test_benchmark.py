@@ -28,19 +28,19 @@ def _load_benchmark():
 def test_method_options():
     bench = _load_benchmark()
     assert bench.method_options("audio") == ["--modulation", "none", "--only_modality", "audio"]
-    assert bench.method_options("aim:aim_r_max=0.25,aim_alpha=2") == [
-        "--modulation", "aim", "--aim_r_max", "0.25", "--aim_alpha", "2",
+    assert bench.method_options("aim:r_max=0.25,alpha=2") == [
+        "--modulation", "aim", "--modulation_kwargs", '{"r_max": 0.25, "alpha": 2}',
     ]  # fmt: skip
     # A method's own options travel in --modulation_kwargs, typed as JSON where they parse.
     options = bench.method_options("ogm_ge:alpha=0.3,mode=gradient,noise=false,learning_rate=1e-3")
     assert options[:2] == ["--modulation", "ogm_ge"] and options[2:4] == ["--learning_rate", "1e-3"]
     assert json.loads(options[options.index("--modulation_kwargs") + 1]) == {"alpha": 0.3, "mode": "gradient", "noise": False}
     with pytest.raises(ValueError, match="key=value"):
-        bench.method_options("aim:aim_r_max")
+        bench.method_options("aim:r_max")
     # `@optimizer` keeps a method to the groups of its paper's optimizer.
-    specs = ["none", "opm@sgd", "aim:aim_pam=dominant", "ogm_ge:alpha=0.3@sgd"]
-    assert bench.methods_of(specs, "adamw") == ["none", "aim:aim_pam=dominant"]
-    assert bench.methods_of(specs, "sgd") == ["none", "opm", "aim:aim_pam=dominant", "ogm_ge:alpha=0.3"]
+    specs = ["none", "opm@sgd", "aim:pam=dominant", "ogm_ge:alpha=0.3@sgd"]
+    assert bench.methods_of(specs, "adamw") == ["none", "aim:pam=dominant"]
+    assert bench.methods_of(specs, "sgd") == ["none", "opm", "aim:pam=dominant", "ogm_ge:alpha=0.3"]
     with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
         bench.methods_of(["opm@adam"], "sgd")
 
@@ -125,18 +125,18 @@ def test_validation_view_and_aim_modulation_summary():
         "setting": "strong", "optimizer": "adamw", "train_options": [],
         "unimodal": {"vision": [0.7] * 3}, "unimodal_val": {"vision": [0.65] * 3},
         "methods": {"none": {**none, "val_fused": [0.8, 0.81, 0.82]}},
-        "runs": {"none": [{"log_history": []}], "aim:aim_pam=dominant": [{"log_history": log}, {"log_history": log[:2]}]},
+        "runs": {"none": [{"log_history": []}], "aim:pam=dominant": [{"log_history": log}, {"log_history": log[:2]}]},
     }  # fmt: skip
     view = bench.validation_view(record)
     assert view["methods"]["none"]["fused"] == [0.8, 0.81, 0.82] and view["methods"]["none"]["probe"]["audio"] == [0.3] * 3
     assert view["unimodal"] == {"vision": [0.65] * 3} and record["methods"]["none"]["fused"] == [0.75, 0.76, 0.77]
     # The inactive warm-up entry is left out; seed means (0.3, 0.2) then their mean.
     summary = bench.aim_modulation(record)
-    assert list(summary) == ["aim:aim_pam=dominant"]
-    assert summary["aim:aim_pam=dominant"]["lambda/vision/depth_0"] == pytest.approx(0.25)
-    assert summary["aim:aim_pam=dominant"]["masked_fraction/vision"] == pytest.approx(0.15)
+    assert list(summary) == ["aim:pam=dominant"]
+    assert summary["aim:pam=dominant"]["lambda/vision/depth_0"] == pytest.approx(0.25)
+    assert summary["aim:pam=dominant"]["masked_fraction/vision"] == pytest.approx(0.15)
     section = "\n".join(bench.setting_section(view, []))
-    assert "Validation accuracy of the last checkpoint" in section and "| `aim:aim_pam=dominant` | 0.250 |" in section
+    assert "Validation accuracy of the last checkpoint" in section and "| `aim:pam=dominant` | 0.250 |" in section
 
 
 def test_plans_name_their_settings_and_optimizers():

@@ -51,7 +51,7 @@ def test_gradient_checkpointing_trains_as_without(method, encoder_paths, tmp_pat
             method, encoder_paths, tmp_path / str(checkpointing), max_steps=STEPS,
             per_device_train_batch_size=BATCH, gradient_checkpointing=checkpointing,
             # AIM: the dominant encoder's masked pass has a backward (to recompute) only when L_aux trains it.
-            **({"aim_aux_trains": "all"} if method == "aim" else {}),
+            **({"modulation_kwargs": {"aux_trains": "all"}} if method == "aim" else {}),
         )  # fmt: skip
         calls = []
         unit = next(iter(trainer.model.unit_modules("vision")[-1].values()))

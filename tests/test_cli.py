@@ -71,7 +71,7 @@ def test_module_entry_point_help_and_usage():
     help_text = subprocess.run(
         [sys.executable, "-m", "aim_hf", "train", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for option in ("--modulation", "--aim_alpha", "--encoders", "--freeze", "--image_noise", "--num_depth_groups"):
+    for option in ("--modulation", "--modulation_kwargs", "--encoders", "--freeze", "--image_noise"):
         assert option in help_text
     assert main([]) == 2 and main(["fit"]) == 2
 

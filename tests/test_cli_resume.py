@@ -55,7 +55,7 @@ def train_argv(method: str, output_dir: Path, data: list[str], *extra: str) -> l
     """`aim-hf train`'s arguments for a tiny run of `method` on `data` into `output_dir`."""
     # The tiny models' depth scores sit near chance, where AIM's capacity bound leaves no Auxiliary
     # Block: uncapped, AIM's state is not trivial.
-    uncapped = ["--aim_dam_cap", "none"] if method == "aim" else []
+    uncapped = ["--modulation_kwargs", '{"dam_cap": "none"}'] if method == "aim" else []
     window = [arg for key, value in whole_run(method).items() for arg in (f"--{key}", str(value))]
     return ["train", "--modulation", method, "--output_dir", str(output_dir), *data, *RUN, *uncapped, *window, *extra]
 

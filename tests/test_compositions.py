@@ -311,7 +311,9 @@ def test_the_model_card_names_each_member(encoder_paths, tmp_path):
     card = (tmp_path / "README.md").read_text()
     title = f"{MODULATIONS['aim'].title} + {MODULATIONS['unimodal_losses'].title}"
     assert f'{title}** (`modulation="aim+unimodal_losses"`)' in card
-    assert "| `aim.aim_alpha` |" in card and "| `unimodal_losses.weight` | 1.0 |" in card
+    assert "| `aim.alpha` | 1.0 |" in card and "| `aim.dam_cap` | none |" in card  # AIM's options, by name
+    assert "| `aim.prototypes` | learned |" in card  # the option, not AIM's state of the same name
+    assert "| `unimodal_losses.weight` | 1.0 |" in card
     assert "| `aim.modulation_start` | 0 (step 0) |" in card and "| `unimodal_losses.modulation_start` | 0 (step 0) |" in card
     header = card.split("---")[1]  # the YAML metadata: each member is a tag
     assert "- aim\n" in header and "- unimodal_losses\n" in header

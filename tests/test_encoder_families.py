@@ -232,7 +232,7 @@ def test_family_builds_trains_aim_and_reloads(name, encoder_paths, tmp_path):
     before = {n: p.detach().clone() for n, p in model.encoders[modality].named_parameters()}
     args = tiny_args(
         tmp_path / "out", modulation="aim", modulation_start=0, max_steps=STEPS, per_device_train_batch_size=BATCH,
-        logging_steps=1, aim_dam_cap="none", aim_pam="symmetric", aim_min_lambda=0.0,
+        logging_steps=1, modulation_kwargs={"dam_cap": "none", "pam": "symmetric", "min_lambda": 0.0},
     )  # fmt: skip
     rows = _rows(_batch(name, BATCH * STEPS, seed=2))
     trainer = AIMTrainer(model=model, args=args, train_dataset=rows, data_collator=default_collate)

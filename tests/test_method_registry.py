@@ -26,15 +26,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aim_hf" / "modulation"
 SHARED = {"base", "mechanics"}  # what every method may import from its own package
 
 
-def _sibling_imports(source: str) -> set[str]:
-    """The modules of `aim_hf.modulation` that `source`, a file of that package, imports anywhere in it."""
+def _sibling_imports(source: str, package: tuple[str, ...] = ("aim_hf", "modulation")) -> set[str]:
+    """The modules of `aim_hf.modulation` that `source`, a file of `package` (`aim_hf.modulation` or one
+    of its method packages), imports anywhere in it."""
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
             if node.level == 0:
                 parts = (node.module or "").split(".")
-            else:  # relative to aim_hf.modulation (level 1) or aim_hf (level 2)
-                parts = ["aim_hf", "modulation"][: 3 - node.level] + (node.module or "").split(".")
+            else:  # relative to the file's package (level 1) or a package above it
+                parts = list(package[: len(package) + 1 - node.level]) + (node.module or "").split(".")
             parts = [p for p in parts if p]
             if parts[:2] == ["aim_hf", "modulation"]:
                 found |= {parts[2]} if len(parts) > 2 else {alias.name for alias in node.names}
@@ -53,15 +54,35 @@ def test_the_import_check_sees_every_form():
         "import aim_hf.modulation.agm\nfrom aim_hf.modulation.mla import z\n"
     )
     assert _sibling_imports(source) == {"base", "opm", "ogm_ge", "pmr", "agm", "mla"}
+    # In a method's package (aim_hf.modulation.aim): its own modules, then the levels above.
+    in_package = (
+        "from .masking import m\nfrom ..mechanics import x\n"
+        "from .. import opm\nfrom ...modulation.pmr import y"
+    )
+    assert _sibling_imports(in_package, ("aim_hf", "modulation", "aim")) == {"aim", "mechanics", "opm", "pmr"}
+
+
+def _method_files() -> dict[str, list[Path]]:
+    """Each method of the package, a file or a package of files, with its files."""
+    methods: dict[str, list[Path]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts == ("__init__.py",) or "__pycache__" in relative.parts:
+            continue
+        methods.setdefault(relative.parts[0].removesuffix(".py"), []).append(path)
+    return {name: files for name, files in methods.items() if name not in SHARED}
 
 
 def test_no_method_file_imports_another_method_file():
-    files = sorted(p for p in PACKAGE.glob("*.py") if p.stem != "__init__")
-    methods = {p.stem for p in files} - SHARED
-    assert {"ogm_ge", "opm", "pmr", "agm", "redreg", "inforeg", "mmpareto", "unimodal_losses"} <= methods
-    for path in files:
-        imported_methods = _sibling_imports(path.read_text()) & methods
-        assert not imported_methods, f"{path.name} imports the method file(s) {sorted(imported_methods)}"
+    methods = _method_files()
+    assert {"aim", "ogm_ge", "opm", "pmr", "agm", "redreg", "inforeg", "mmpareto", "unimodal_losses"} <= set(methods)
+    assert len(methods["aim"]) > 1  # a package: its files are checked one by one
+    for name, files in methods.items():
+        for path in files:
+            package = ("aim_hf", "modulation", *path.relative_to(PACKAGE).parent.parts)
+            imported_methods = _sibling_imports(path.read_text(), package) & (set(methods) - {name})
+            where = path.relative_to(PACKAGE)
+            assert not imported_methods, f"{where} imports the method file(s) {sorted(imported_methods)}"
 
 
 def _metric_pattern(key: str) -> re.Pattern:
@@ -130,7 +151,7 @@ def test_declared_metrics_are_what_a_method_logs(name, build_model, build_proces
     """Every key a method logs in a short run matches one of its declared `metrics`."""
     modalities = ("vision", "audio")
     # AIM uncapped, from the first step and symmetric, so that the tiny run logs all its per-depth keys.
-    aim = dict(aim_dam_cap="none", aim_min_lambda=0.0, aim_pam="symmetric", modulation_start=0)
+    aim = dict(modulation_kwargs={"dam_cap": "none", "min_lambda": 0.0, "pam": "symmetric"}, modulation_start=0)
     overrides = aim if name == "aim" else {}
     args = make_args(modulation=name, max_steps=3, logging_steps=1, eval_strategy="no", **overrides)
     trainer = AIMTrainer(
@@ -221,10 +242,10 @@ def test_without_the_dummy_the_registry_is_unchanged():
 
 def test_the_docs_name_every_registered_method():
     """The method lists the README and docs/method.md keep by hand name every registered method,
-    and every method but AIM (docs/method.md) and `none` has its page."""
+    and every method but `none` has its page."""
     root = PACKAGE.parent.parent
     readme = re.search(r"^- `modulation`: (.*?)^- ", (root / "README.md").read_text(), re.S | re.M).group(1)
     table_row = re.search(r"^\| `modulation` \|.*$", (root / "docs" / "method.md").read_text(), re.M).group(0)
     for name in MODULATIONS:
         assert f'`"{name}"`' in readme and f'`"{name}"`' in table_row, name
-        assert name in ("aim", "none") or (root / "docs" / "methods" / f"{name}.md").is_file(), name
+        assert name == "none" or (root / "docs" / "methods" / f"{name}.md").is_file(), name

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--methods", nargs="+", default=["none", "aim"],
-                        help="Modulation methods, each NAME[:option=value,...] (e.g. aim:aim_r_max=0.25, "
+                        help="Modulation methods, each NAME[:option=value,...] (e.g. aim:r_max=0.25, "
                         "ogm_ge:alpha=0.3); `none`, the reference, is always run.")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="Training seeds, the same for every method (the data split stays fixed).")  # fmt: skip

@@ -26,9 +26,9 @@ BASE_TRAIN_OPTIONS = ["--disable_tqdm", "true"]
 def method_options(spec: str, modalities: Sequence[str]) -> list[str]:
     """`aim-hf train` options of a run spec `NAME[:key=value,...]`: NAME is a modality of
     `modalities` (trained alone, the others blanked) or a modulation method. A key that is an `aim-hf
-    train` option (e.g. `aim_r_max`) is passed as `--key value`; any other key is one of the method's
-    own options and goes into `--modulation_kwargs` (values read as JSON where they parse, else as
-    strings), e.g. `ogm_ge:alpha=0.3,mode=gradient` or `aim:aim_r_max=0.25`."""
+    train` option (e.g. `learning_rate`) is passed as `--key value`; any other key is one of the
+    method's own options and goes into `--modulation_kwargs` (values read as JSON where they parse,
+    else as strings), e.g. `ogm_ge:alpha=0.3,mode=gradient` or `aim:r_max=0.25`."""
     name, _, extra = spec.partition(":")
     options = ["--modulation", "none", "--only_modality", name] if name in modalities else ["--modulation", name]
     own: dict[str, Any] = {}

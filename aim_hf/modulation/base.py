@@ -44,7 +44,9 @@ reference's; `Modulation.options` lists them). The user gives them in one field,
 `AIMConfig.modulation_kwargs` (a JSON object on the command line, a mapping in a YAML/JSON config
 file, a dict in Python), as `TrainingArguments.lr_scheduler_kwargs` carries a scheduler's options.
 `Modulation.make_config` checks the keys and types against `Config` (an unknown key fails with the
-method's options listed), and the method reads `self.config`.
+method's options listed; a `Literal` field takes only its choices), `Config.__post_init__` checks
+the ranges (a one-line ValueError naming the method and the option, which `make_config` lets
+through), and the method reads `self.config`.
 """
 
 from __future__ import annotations
@@ -120,14 +122,12 @@ class Summary:
 
 @dataclass(frozen=True)
 class Option:
-    """One option of a method, as `aim-hf methods NAME` lists it: a key of `modulation_kwargs`, or
-    (`flag` set) a field of `AIMConfig` given as that command-line flag."""
+    """One option of a method, as `aim-hf methods NAME` lists it: a key of `modulation_kwargs`."""
 
     name: str
     type: str
     default: Any
     help: str
-    flag: str | None = None
 
 
 class Modulation:
@@ -180,7 +180,8 @@ class Modulation:
     @classmethod
     def make_config(cls, kwargs: Mapping[str, Any] | None) -> Any:
         """`cls.Config` from the user's `modulation_kwargs`, with a one-line ValueError for an unknown
-        key (listing the method's options) or a value of the wrong type."""
+        key (listing the method's options), a value of the wrong type, or one out of range (raised by
+        `Config.__post_init__`)."""
         kwargs = dict(kwargs or {})
         hints = typing.get_type_hints(cls.Config)
         options = [f.name for f in dataclasses.fields(cls.Config)]

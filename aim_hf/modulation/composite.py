@@ -5,9 +5,8 @@ is joined the same way by `AIMConfig`); the order given is the order in which ev
 calls the members. Each member keeps its own options: `modulation_kwargs` of a composition is keyed
 by member (`{"unimodal_losses": {"weight": 0.5}, "ogm_ge": {"alpha": 0.3}}`; a member left out
 takes its defaults), and a single method keeps the flat form. The schedule fields
-(`modulation_start`, `modulation_end`) and the `aim_*` fields apply to every member as they would
-alone: a member that runs over the whole training (`unimodal_losses`, `mla`) refuses a window here
-too.
+(`modulation_start`, `modulation_end`) apply to every member as they would alone: a member that
+runs over the whole training (`unimodal_losses`, `mla`) refuses a window here too.
 
 What each hook of `Modulation` (see `base`) does for a composition:
 

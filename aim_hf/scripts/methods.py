@@ -61,13 +61,10 @@ def describe_method(name: str) -> str:
     options = cls.options()
     if not options:
         lines.append("Options: none of its own.")
-    elif all(option.flag for option in options):
-        lines.append("Options (AIMConfig fields, each its own command-line flag):")
     else:
         lines.append(f"Options (keys of --modulation_kwargs, a JSON object, e.g. '{{\"{options[0].name}\": ...}}'):")
     for option in options:
-        shown = f"{option.flag} {option.default}" if option.flag else f"{option.name}: {json.dumps(option.default)}"
-        lines.append(f"  {shown}  ({option.type})")
+        lines.append(f"  {option.name}: {json.dumps(option.default)}  ({option.type})")
         lines += _indented(option.help, 6)
     if cls.metrics:
         lines += ["", "Logs, per optimizer step (<m> a modality, <d> a depth group):"]
