@@ -12,12 +12,16 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
 from aim_hf import AIMConfig, MultimodalModel, MultimodalProcessor
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))  # tiny, dist_train, ...: tests/helpers/
+
 from tiny import NUM_LABELS, make_processors, make_rows, save_tiny_checkpoints, save_tiny_encoders, tiny_args
 
 torch.set_num_threads(1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,9 @@ import pytest
 import yaml
 
 from hub_server import HubServer
+from ports import free_port
 
-CLIENT = str(Path(__file__).with_name("hub_client.py"))
+CLIENT = str(Path(__file__).parent / "helpers" / "hub_client.py")
 TIMEOUT = 300
 
 
@@ -57,11 +57,6 @@ def _train(encoder_paths, output_dir: Path, repo_id: str, env, *flags: str, laun
     _run(cmd, env)
     return json.loads((output_dir / "hub_report.json").read_text())
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _card_metadata(data: bytes) -> dict:
@@ -115,7 +110,7 @@ def test_two_processes_only_the_main_one_pushes(hub, encoder_paths, tmp_path):
     repo_id = f"{hub.user}/tiny-aim-ddp"
     env = _env(hub.url, hub.token, tmp_path)
     launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_port", str(_free_port()))
+                "--master_port", str(free_port()))
     report = _train(encoder_paths, tmp_path / "out", repo_id, env, "--push", "--expected",
                     str(tmp_path / "expected.npz"), launcher=launcher)
     assert report["push_error"] is None and report["world_size"] == 2
@@ -127,7 +122,7 @@ def test_two_processes_only_the_main_one_pushes(hub, encoder_paths, tmp_path):
 
 def test_push_to_a_server_that_is_down_keeps_the_local_model(encoder_paths, tmp_path):
     # Nothing listens on this port any more: every request is refused.
-    env = _env(f"http://127.0.0.1:{_free_port()}", "hf_local_test_token", tmp_path)
+    env = _env(f"http://127.0.0.1:{free_port()}", "hf_local_test_token", tmp_path)
     output_dir = tmp_path / "out"
     report = _train(encoder_paths, output_dir, "aim-user/unreachable", env, "--check_local")
     error = report["push_error"]

@@ -2,7 +2,7 @@
 by, the optimizer's modality parameter groups, and the anchored pull of InfoReg-like methods.
 
 Every method may use this module (and `base`); no method imports another method's file, so that
-removing one method breaks no other (`tests/test_method_registry.py` checks it).
+removing one method breaks no other (`tests/modulation/test_method_registry.py` checks it).
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def test_bf16_on_cpu_trains_without_nan(method, encoder_paths, tmp_path):
 
 def load_gpu_check():
     """benchmarks/gpu_check.py as a module (benchmarks/ is not a package)."""
-    path = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "gpu_check.py"
     spec = importlib.util.spec_from_file_location("gpu_check", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -10,7 +10,6 @@ Dropout is off in these models (see dist_train.py).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,26 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from launchers import LAUNCHERS
 from dist_train import METHODS, assert_close, make_trainer, snapshot
 
-SCRIPT = Path(__file__).parent / "dist_train.py"
+SCRIPT = Path(__file__).parents[1] / "helpers" / "dist_train.py"
 BATCH, STEPS = 2, 4
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-LAUNCHERS = {
-    "torchrun": lambda: ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())],
-    # `accelerate launch --cpu --num_processes 2` silently runs one process: use --multi_gpu with use_cpu=True.
-    "accelerate": lambda: [
-        "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-    ],
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 import pytest
-from test_hub import _free_port
+from ports import free_port
 
 from aim_hf import AIMTrainer, MultimodalCollator
 from aim_hf.cli import main
@@ -87,7 +87,7 @@ def test_encoder_neither_folder_nor_hub_repo_and_hub_out_of_reach(csv_file, tmp_
     assert bad_code == 2 and one_line_error(bad_err) == f"--push_to_hub: the Hub at {url} refuses the token (HTTP 401)."
     assert not (tmp_path / "a").exists() and not (tmp_path / "p").exists()  # nothing was trained or written
 
-    closed = f"http://127.0.0.1:{_free_port()}"  # nothing listens there: every request is refused
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there: every request is refused
     env = {"HF_ENDPOINT": closed, "HF_TOKEN": "hf_local_test_token", "HF_HOME": str(tmp_path / "home")}
     (code, err, seconds), (push_code, push_err, push_seconds) = run_commands(
         env, [[*encoder, "--output_dir", str(tmp_path / "b")], push]
@@ -112,7 +112,7 @@ def test_cached_encoders_load_at_once_when_the_hub_is_out_of_reach(cli_data, tmp
         (repo / "refs" / "main").write_text(revision)
         shutil.copytree(folder, repo / "snapshots" / revision)
     hub_ids = json.dumps({m: f"aim-user/tiny-{m}" for m in encoders})
-    env = {"HF_ENDPOINT": f"http://127.0.0.1:{_free_port()}", "HF_HOME": str(home)}
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{free_port()}", "HF_HOME": str(home)}
     argv = ["train", cli_data[0], cli_data[1], "--encoders", hub_ids, "--output_dir", str(tmp_path / "out"), *FAST]
     [(code, err, seconds)] = run_commands(env, [argv])
     assert code == 0, err[-3000:]

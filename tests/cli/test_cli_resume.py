@@ -25,7 +25,7 @@ from aim_hf.cli import main
 from aim_hf.scripts.train import parse_train_args
 from aim_hf.trainer import MODULATION_STATE_NAME
 
-CHILD = str(Path(__file__).with_name("interrupted_cli.py"))
+CHILD = str(Path(__file__).parents[1] / "helpers" / "interrupted_cli.py")
 # 24 rows, batch 8: 3 steps per epoch. The run is interrupted once checkpoint-2 is saved, inside the
 # first epoch; the resumed run crosses into the second and ends at step 4.
 STEPS, INTERRUPT_AT = 4, 2

@@ -21,7 +21,7 @@ from aim_hf import MultimodalModel, MultimodalProcessor
 from aim_hf.cli import main
 from aim_hf.scripts.train import parse_train_args
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 RECIPES = {name: str(EXAMPLES / name / "recipe.yaml") for name in ("cremad", "kinetics_sounds", "image_text")}
 sys.path.insert(0, str(EXAMPLES))

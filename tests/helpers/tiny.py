@@ -203,3 +203,11 @@ def tiny_args(output_dir: str | os.PathLike, **overrides):
     )
     defaults.update(overrides)
     return AIMConfig(**defaults)
+
+
+# `aim-hf train` options of a run of seconds on the embedded data, with tiny from-config encoders.
+TINY_OPTIONS = [
+    "--hidden_size", "16", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size", "32",
+    "--max_train_samples", "32", "--max_eval_samples", "16", "--per_device_train_batch_size", "16",
+    "--max_steps", "3", "--use_cpu", "true", "--disable_tqdm", "true",
+]  # fmt: skip

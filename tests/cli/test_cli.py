@@ -11,8 +11,8 @@ import sys
 
 import pytest
 import torch
-from test_distributed import LAUNCHERS
-from tiny import IMAGE_SIZE
+from launchers import LAUNCHERS
+from tiny import IMAGE_SIZE, TINY_OPTIONS
 from transformers import AutoModel, ViTImageProcessorPil
 
 from aim_hf import MultimodalModel, MultimodalProcessor
@@ -20,11 +20,6 @@ from aim_hf.cli import main
 from aim_hf.scripts.train import parse_train_args
 from aim_hf.data import SpectrogramFeatureExtractor
 
-TINY_OPTIONS = [
-    "--hidden_size", "16", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size", "32",
-    "--max_train_samples", "32", "--max_eval_samples", "16", "--per_device_train_batch_size", "16",
-    "--max_steps", "3", "--use_cpu", "true", "--disable_tqdm", "true",
-]  # fmt: skip
 
 
 def test_train_writes_the_model_and_prints_the_table(tmp_path, capsys):

@@ -6,32 +6,19 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from test_cli import TINY_OPTIONS
+from isolated import run_without_aim_hf
+from tiny import TINY_OPTIONS
 from transformers import AutoModel, AutoProcessor
 
 from aim_hf import MultimodalCollator, MultimodalModel, MultimodalProcessor
 from aim_hf.cli import main
 from aim_hf.data import load_av_digits
 
-# Run first in the subprocess: any import of aim_hf fails, as where it is not installed.
-BLOCK_AIM_HF = """
-import importlib.abc, sys
-
-class _NoAimHf(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "aim_hf" or name.startswith("aim_hf."):
-            raise ModuleNotFoundError(f"No module named {name!r}")
-
-sys.meta_path.insert(0, _NoAimHf())
-"""
 
 LOAD_AND_RUN = """
 import json, sys
@@ -85,15 +72,6 @@ def trained(tmp_path_factory):
     return out, row, logits, example_dir
 
 
-def _without_aim_hf(code: str, *args: str, cwd) -> subprocess.CompletedProcess:
-    """Run `code` with `python -I` (no PYTHONPATH, no script folder on sys.path) and aim_hf blocked."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(cwd / "hf_modules")}
-    done = subprocess.run(
-        [sys.executable, "-I", "-c", BLOCK_AIM_HF + code, *args], capture_output=True, text=True, env=env, cwd=cwd,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done
 
 
 def test_saved_folder_carries_the_processor_code(trained):
@@ -116,9 +94,9 @@ def test_saved_folder_carries_the_processor_code(trained):
                          "soundfile"}, (name, roots)  # fmt: skip
 
 
-def test_loads_without_aim_hf(trained, tmp_path):
+def test_loadsrun_without_aim_hf(trained, tmp_path):
     out, _, logits, example_dir = trained
-    report = json.loads(_without_aim_hf(LOAD_AND_RUN, str(out), str(example_dir), cwd=tmp_path).stdout.splitlines()[-1])
+    report = json.loads(run_without_aim_hf(LOAD_AND_RUN, str(out), str(example_dir), cwd=tmp_path).stdout.splitlines()[-1])
     assert report["aim_hf_loaded"] == []
     for key in ("model", "processor", "audio"):
         assert report[key].startswith("transformers_modules."), report
@@ -153,8 +131,8 @@ def test_card_snippet_runs_on_a_training_row(trained, capsys):
     assert capsys.readouterr().out.strip() == namespace["model"].config.id2label[logits.argmax(-1).item()]
 
 
-def test_card_snippet_runs_without_aim_hf(trained, tmp_path):
+def test_card_snippet_runsrun_without_aim_hf(trained, tmp_path):
     out, _, logits, example_dir = trained
     (example_dir / "snippet.py").write_text(_card_snippet(out))
-    printed = _without_aim_hf(RUN_CARD, str(out), str(example_dir), cwd=tmp_path).stdout.strip().splitlines()[-1]
+    printed = run_without_aim_hf(RUN_CARD, str(out), str(example_dir), cwd=tmp_path).stdout.strip().splitlines()[-1]
     assert printed == MultimodalModel.from_pretrained(out).config.id2label[logits.argmax(-1).item()]

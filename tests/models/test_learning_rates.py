@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from test_cli import TINY_OPTIONS
+from tiny import TINY_OPTIONS
 from transformers import TrainerCallback
 
 from aim_hf import AIMTrainer

@@ -22,7 +22,7 @@ from aim_hf.modulation.base import Metric, Modulation, Paper, Summary
 from aim_hf.plotting import modulation_curves, panel_title
 from tiny import NUM_LABELS, make_rows, tiny_args
 
-PACKAGE = Path(__file__).resolve().parent.parent / "aim_hf" / "modulation"
+PACKAGE = Path(__file__).resolve().parents[2] / "aim_hf" / "modulation"
 SHARED = {"base", "mechanics"}  # what every method may import from its own package
 
 

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_cli import TINY_OPTIONS
+from tiny import TINY_OPTIONS
 
 from aim_hf import MultimodalCollator, MultimodalModel, MultimodalProcessor
 from aim_hf.cli import main

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 import torch
 import transformers as T
-from test_remote_code import _without_aim_hf
+from isolated import run_without_aim_hf
 from tiny import IMAGE_SIZE, NUM_LABELS, WORDS, tiny_args
 from torch.utils.data import default_collate
 from transformers import AutoModel
@@ -277,7 +277,7 @@ def test_every_family_loads_as_remote_code(encoder_paths, tmp_path):
         runs[name] = (str(tmp_path / name), batch)
         expected[name] = _eval(model, batch).logits
     torch.save(runs, tmp_path / "runs.pt")
-    _without_aim_hf(LOAD_EACH, str(tmp_path / "runs.pt"), str(tmp_path / "logits.pt"), cwd=tmp_path)
+    run_without_aim_hf(LOAD_EACH, str(tmp_path / "runs.pt"), str(tmp_path / "logits.pt"), cwd=tmp_path)
     loaded = torch.load(tmp_path / "logits.pt")
     for name in FAMILIES:
         module, logits = loaded[name]
