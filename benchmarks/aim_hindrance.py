@@ -188,6 +188,29 @@ def phases(records: Sequence[dict[str, Any]], dominant: str, weak: str) -> dict[
     return {name: {key: statistics.fmean(v[a:b]) for key, v in values.items()} for name, (a, b) in zip(PHASES, bounds)}
 
 
+def logged_phases(log_history: Sequence[dict[str, Any]], prefixes: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Means over each third of training (by step) of the logged training metrics whose names start
+    with one of `prefixes` (e.g. the pre-clipping `grad_norm`, `loss/fused`, `aim/lambda/`)."""
+    entries = [e for e in log_history if "loss" in e and "step" in e]
+    last = max(e["step"] for e in entries)
+    out: dict[str, dict[str, float]] = {}
+    for i, name in enumerate(PHASES):
+        part = [e for e in entries if i * last / 3 < e["step"] <= (i + 1) * last / 3]
+        keys = sorted({k for e in part for k in e if k.startswith(tuple(prefixes))})
+        out[name] = {k: statistics.fmean(e[k] for e in part if k in e) for k in keys}
+    return out
+
+
+def probe_gaps(runs: dict[str, dict[int, dict[str, Any]]], modality: str) -> list[tuple[int, float]]:
+    """Per evaluation step, `aim - none` in `modality`'s validation probe accuracy (points, mean over seeds)."""
+    _, none = _series(runs["none"], f"eval_{modality}_probe_accuracy", "log_history")
+    steps, aim = _series(runs["aim"], f"eval_{modality}_probe_accuracy", "log_history")
+    return [(s, 100 * (a - b)) for s, a, b in zip(steps, aim, none)]
+
+
+LOGGED = ("grad_norm", "loss/fused", "probe_accuracy/", "aim/lambda/", "aim/masked_fraction/", "aim/aux_loss")
+
+
 def summarize(results: dict[str, dict[int, dict[str, Any]]], modalities: Sequence[str]) -> dict[str, Any]:
     """Per modality, `aim - none` in test probe accuracy and fused accuracy (points, paired by seed, 95%
     t-interval); the dominant modality is the one with the higher probe under `none`."""
@@ -203,8 +226,15 @@ def summarize(results: dict[str, dict[int, dict[str, Any]]], modalities: Sequenc
     summary["fused"] = fused
     weak = next(m for m in modalities if m != dominant)
     summary["phases"] = {
-        meth: {s: phases(results[meth][s]["records"], dominant, weak) for s in seeds} for meth in results
+        meth: {s: phases(results[meth][s]["records"], dominant, weak) for s in seeds}
+        for meth in results
+        if all(results[meth][s].get("records") for s in seeds)
     }
+    summary["logged"] = {
+        meth: {s: logged_phases(results[meth][s]["log_history"], LOGGED) for s in seeds} for meth in results
+    }
+    if "aim" in results:
+        summary["validation_probe_gap"] = {m: probe_gaps(results, m) for m in modalities}
     for meth in results:
         if meth == "none":
             continue
@@ -228,16 +258,18 @@ def _smooth(values: list[float], width: int = 5) -> list[float]:
     return [statistics.fmean(values[max(0, i - half) : i + half + 1]) for i in range(len(values))]
 
 
-def plot_all(report: dict[str, Any], folder: Path) -> None:
-    """`gradients.png` and `modulation.png` of a report (means over seeds)."""
+COLORS = {"none": "tab:gray", "aim": "tab:red"}
+
+
+def plot_gradients(runs: dict[str, dict[int, dict[str, Any]]], dom: str, weak: str, path: Path) -> None:
+    """Gradient norms into each encoder by source, the dominant encoder's share and the update norms
+    over training (means over seeds, smoothed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs, dom = report["runs"], report["summary"]["dominant"]
-    weak = next(m for m in report["summary"]["probe"]["none"] if m != dom)
-    colors = {"none": "tab:gray", "aim": "tab:red"}
+    colors = COLORS
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
     for meth, seeds in runs.items():
         c = colors.get(meth)
@@ -261,9 +293,18 @@ def plot_all(report: dict[str, Any], folder: Path) -> None:
         ax.legend(fontsize=7)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    fig.savefig(folder / "gradients.png", dpi=80)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
+
+def plot_modulation(runs: dict[str, dict[int, dict[str, Any]]], dom: str, weak: str, path: Path) -> None:
+    """AIM's logged strengths and masked fractions, and each method's validation probes, over training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = COLORS
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     if "aim" in runs:
         keys = sorted({k for run in runs["aim"].values() for e in run["log_history"] for k in e
@@ -284,7 +325,7 @@ def plot_all(report: dict[str, Any], folder: Path) -> None:
         ax.legend(fontsize=7)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    fig.savefig(folder / "modulation.png", dpi=80)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -295,6 +336,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--every", type=int, default=8, help="record every this many optimizer steps")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--quick", action="store_true", help="a tiny budget (seconds), for the tests")
+    parser.add_argument(
+        "--from-json", type=Path, help="re-summarize and re-plot a written hindrance.json (no training)"
+    )
+    parser.add_argument("--logs", type=Path,
+                        help="summarize a benchmarks/av_digits.py result JSON's logged metrics (no training) into "
+                        "OUTPUT_DIR/logged_<its name>.json and .png")  # fmt: skip
     parser.add_argument("--check-identical", action="store_true",
                         help="also train each run uninstrumented and check the final weights are identical")  # fmt: skip
     args = parser.parse_args(argv)
@@ -302,8 +349,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"--methods must start with the reference `none`, got {args.methods}")
     if args.every < 1:
         raise ValueError(f"--every must be at least 1, got {args.every}")
-    options = QUICK if args.quick else PLAN
     args.output_dir.mkdir(parents=True, exist_ok=True)
+    if args.logs:
+        return summarize_logs(args.logs, args.output_dir)
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+        report["runs"] = {m: {int(s): r for s, r in seeds.items()} for m, seeds in report["runs"].items()}
+        return write(report, args.output_dir)
+    options = QUICK if args.quick else PLAN
     results: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in args.methods}
     with tempfile.TemporaryDirectory() as work:
         for method in args.methods:
@@ -314,13 +367,45 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     result["identical_to_uninstrumented"] = identical(result["weights"], twin["weights"])
                 result["weights_sha256"] = fingerprint(result.pop("weights"))
                 results[method][seed] = result
-    modalities = list(next(iter(results["none"].values()))["records"][0].keys())
-    modalities = sorted({k.split("/", 1)[1] for k in modalities if "/" in k})
-    report = {"plan": options, "every": args.every, "summary": summarize(results, modalities), "runs": results}
-    (args.output_dir / "hindrance.json").write_text(json.dumps(report, indent=1, default=float))
-    plot_all(report, args.output_dir)
-    print(json.dumps(report["summary"]["differences"], indent=1))
+    return write({"plan": options, "every": args.every, "runs": results}, args.output_dir)
+
+
+def write(report: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Summarize a report's runs, write `hindrance.json` and the plots; returns the report."""
+    results = report["runs"]
+    first = next(iter(results["none"].values()))["records"][0]
+    modalities = sorted({k.split("/", 1)[1] for k in first if "/" in k})
+    report["summary"] = summary = summarize(results, modalities)
+    (folder / "hindrance.json").write_text(json.dumps(report, indent=1, default=float))
+    dom = summary["dominant"]
+    weak = next(m for m in modalities if m != dom)
+    plot_gradients(results, dom, weak, folder / "gradients.png")
+    plot_modulation(results, dom, weak, folder / "modulation.png")
+    print(json.dumps(summary["differences"], indent=1))
     return report
+
+
+def summarize_logs(path: Path, folder: Path) -> dict[str, Any]:
+    """The logged metrics of `none` and `aim` in a benchmark result JSON (`runs.<method>`: per seed its
+    `seed` and `log_history`), per third of training, and the validation probe gaps; writes
+    `logged_<name>.json` and `logged_<name>.png`."""
+    record = json.loads(path.read_text())
+    runs = {m: {r["seed"]: {"log_history": r["log_history"]} for r in record["runs"][m]} for m in ("none", "aim")}
+    probe = record["methods"]
+    modalities = sorted(probe["none"]["probe"])
+    dom = max(modalities, key=lambda m: statistics.fmean(probe["none"]["probe"][m]))
+    weak = next(m for m in modalities if m != dom)
+    out = {
+        "source": path.name,
+        "dominant": dom,
+        "test_probe": {meth: probe[meth]["probe"] for meth in runs},
+        "seeds": {meth: probe[meth]["seeds"] for meth in runs},
+        "logged": {meth: {s: logged_phases(r["log_history"], LOGGED) for s, r in seeds.items()} for meth, seeds in runs.items()},
+        "validation_probe_gap": {m: probe_gaps(runs, m) for m in modalities},
+    }  # fmt: skip
+    (folder / f"logged_{path.stem}.json").write_text(json.dumps(out, indent=1))
+    plot_modulation(runs, dom, weak, folder / f"logged_{path.stem}.png")
+    return out
 
 
 if __name__ == "__main__":

@@ -53,3 +53,18 @@ def test_quick_run_records_the_gradients_without_changing_training(tmp_path: Pat
 def test_methods_must_start_with_the_reference():
     with pytest.raises(ValueError, match="start with the reference `none`"):
         _load().main(["--quick", "--methods", "aim"])
+
+
+def test_logged_metrics_of_a_committed_benchmark(tmp_path: Path):
+    source = SCRIPT.parent / "results" / "strong_adamw.json"
+    out = _load().main(["--logs", str(source), "--output-dir", str(tmp_path)])
+    assert out["dominant"] == "vision" and out["seeds"]["aim"] == out["seeds"]["none"]
+    assert (tmp_path / "logged_strong_adamw.png").stat().st_size > 0
+    phases = out["logged"]["aim"][0]
+    assert list(phases) == ["first third", "second third", "last third"]
+    assert {"grad_norm", "loss/fused", "aim/masked_fraction/vision", "aim/lambda/vision/depth_0"} <= phases[
+        "last third"
+    ].keys()
+    assert "aim/lambda/vision/depth_0" not in out["logged"]["none"][0]["last third"]
+    # One gap per evaluation: every 96 of the 960 steps.
+    assert [s for s, _ in out["validation_probe_gap"]["vision"]] == list(range(96, 961, 96))
