@@ -2,26 +2,32 @@
 gradient comes from and how big its update is, for `none` and `aim` on the same seeds.
 
     python benchmarks/aim_hindrance.py --seeds 0 1 2 --every 8          # av_digits at its benchmark plan
+    python benchmarks/aim_hindrance.py --setting strong --seeds 0 --output-dir OUT
+    python benchmarks/aim_hindrance.py --logs benchmarks/results/strong_adamw.json   # logged metrics only
     python benchmarks/aim_hindrance.py --quick --check-identical        # seconds: what the test runs
 
 Each run is built exactly as `aim-hf train` builds it (`parse_train_args`, `build_trainer`, `run`),
-with the plan of `benchmarks/av_digits.py` (`PLAN` below) and `--save_strategy no` (checkpoints do not
-change the weights). Every `--every` optimizer steps (and at the first) the instrumentation records,
+with the plan of `benchmarks/av_digits.py` for the setting (`PLANS` below) and `--save_strategy no`
+(checkpoints do not change the weights). Every `--every` optimizer steps (and at the first) the instrumentation records,
 per encoder (each modality's `model.encoders[m]`):
 
 - `fused`: the norm of the gradient of the model's own loss (the fused cross-entropy; the probes see
   detached features, so nothing else of that loss reaches an encoder);
 - `extra`: the norm of the gradient of what the method adds to it (AIM's `beta_aux * L_aux`; 0 under
-  `none`); both by `torch.autograd.grad(..., retain_graph=True)` on the graph the step builds anyway,
-  so that no `.grad`, random draw or weight changes (`--check-identical` trains an uninstrumented
-  twin and compares the final weights bit for bit);
+  `none`), and `total`, their sum; all by `torch.autograd.grad(..., retain_graph=True)` on the graph
+  the step builds anyway, so that no `.grad`, random draw or weight changes (`--check-identical`
+  trains an uninstrumented twin and compares the final weights bit for bit);
 - `grad`: the norm of the gradient the optimizer gets (after clipping to `max_grad_norm`);
 - `update`: the norm of the parameter change the optimizer step makes (what AdamW does with it).
 
 Writes into `--output-dir`: `hindrance.json` (per method and seed: the recorded steps, AIM's logged
 `aim/*` metrics and every evaluation's probes and fused accuracy from the log history, and the final
 test metrics) and the plots `gradients.png` (gradient norms, the dominant encoder's share, update
-norms) and `modulation.png` (AIM's strengths and masked fractions, the validation probes).
+norms, the clipping factor, the pre-clipping gradient norm) and `modulation.png` (AIM's strengths and
+masked fractions, the validation probes). `summary` in the JSON: the test probe and fused differences
+`aim - none` (paired by seed, 95% t-interval), and per third of training the recorded and the logged
+quantities. `--from-json` redoes the summary and plots of a written `hindrance.json`; `--logs` does
+the logged part for a `benchmarks/av_digits.py` result JSON (no training).
 """
 
 from __future__ import annotations
@@ -41,9 +47,13 @@ from transformers import TrainerCallback
 from aim_hf.scripts.train import build_trainer, parse_train_args, run
 from aim_hf.stats import paired_interval
 
-# benchmarks/av_digits.py's plan for (av_digits, adamw).
-PLAN = ["--setting", "av_digits", "--per_device_train_batch_size", "64", "--eval_strategy", "steps",
-        "--num_train_epochs", "30", "--learning_rate", "3e-3", "--eval_steps", "96"]  # fmt: skip
+# benchmarks/av_digits.py's plans (AdamW) of the settings measured here.
+_SHARED = ["--per_device_train_batch_size", "64", "--eval_strategy", "steps", "--learning_rate", "3e-3",
+           "--eval_steps", "96"]  # fmt: skip
+PLANS = {
+    "av_digits": ["--setting", "av_digits", *_SHARED, "--num_train_epochs", "30"],
+    "strong": ["--setting", "strong", *_SHARED, "--num_train_epochs", "40"],
+}
 QUICK = ["--setting", "av_digits", "--per_device_train_batch_size", "16", "--max_steps", "12",
          "--max_train_samples", "192", "--eval_strategy", "steps", "--eval_steps", "6", "--logging_steps", "2",
          "--learning_rate", "3e-3", "--modulation_start", "0",
@@ -78,9 +88,7 @@ class GradientRecorder(TrainerCallback):
     def measure_loss(self, step: int, model_loss: torch.Tensor, total_loss: torch.Tensor) -> None:
         """The gradient norms per encoder of `model_loss`, of `total_loss - model_loss` (exactly the
         method's added term: the shared part's gradients cancel to 0 at that node) and of `total_loss`
-        (before clipping). One micro-batch per optimizer step (as in the plan)."""
-        if self._current is not None and self._current["step"] == step:
-            raise ValueError("aim_hindrance records one micro-batch per optimizer step; drop gradient accumulation")
+        (before clipping). One micro-batch per optimizer step (`train` checks it)."""
         params = [p for ps in self.encoders.values() for p in ps]
         fused = torch.autograd.grad(model_loss, params, retain_graph=True, allow_unused=True)
         extra = (
@@ -137,7 +145,12 @@ def train(method: str, seed: int, options: Sequence[str], output_dir: Path, ever
     history, the final metrics and the final weights (CPU tensors)."""
     argv = [*options, *COMMON, "--modulation", method, "--seed", str(seed), "--output_dir", str(output_dir)]
     recorder = GradientRecorder(every) if every else None
-    trainer, validation, test = build_trainer(*parse_train_args(argv), callbacks=[recorder] if recorder else None)
+    model_args, data_args, training_args = parse_train_args(argv)
+    if training_args.gradient_accumulation_steps != 1:
+        raise ValueError("aim_hindrance records one micro-batch per optimizer step; drop --gradient_accumulation_steps")
+    trainer, validation, test = build_trainer(
+        model_args, data_args, training_args, callbacks=[recorder] if recorder else None
+    )
     if recorder:
         instrument(trainer, recorder)
     metrics = run(trainer, validation, test)
@@ -262,15 +275,15 @@ COLORS = {"none": "tab:gray", "aim": "tab:red"}
 
 
 def plot_gradients(runs: dict[str, dict[int, dict[str, Any]]], dom: str, weak: str, path: Path) -> None:
-    """Gradient norms into each encoder by source, the dominant encoder's share and the update norms
-    over training (means over seeds, smoothed)."""
+    """Gradient norms into each encoder by source, the dominant encoder's share, the update norms, the
+    clipping factor and the logged pre-clipping gradient norm over training (means over seeds, smoothed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colors = COLORS
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
     for meth, seeds in runs.items():
         c = colors.get(meth)
         for ax, m in ((axes[0, 0], dom), (axes[0, 1], weak)):
@@ -286,6 +299,13 @@ def plot_gradients(runs: dict[str, dict[int, dict[str, Any]]], dom: str, weak: s
         for m, ls in ((dom, "-"), (weak, "--")):
             x, y = _series(seeds, f"update/{m}")
             axes[1, 1].plot(x, _smooth(y), color=c, ls=ls, label=f"{meth}: {m}")
+        x, grad = _series(seeds, f"grad/{weak}")
+        _, total = _series(seeds, f"total/{weak}")
+        axes[0, 2].plot(x, _smooth([g / t for g, t in zip(grad, total)]), color=c, label=meth)
+        x, y = _series(seeds, "grad_norm", "log_history")
+        axes[1, 2].plot(x, y, color=c, label=meth)
+    axes[0, 2].set_title("clipping factor (max_grad_norm / whole-model gradient norm)", fontsize=9)
+    axes[1, 2].set_title("whole-model gradient norm before clipping (logged)", fontsize=9)
     axes[1, 0].set_title(f"{dom}'s share of the fused loss's encoder gradient norm", fontsize=9)
     axes[1, 1].set_title("norm of the optimizer's update per encoder", fontsize=9)
     for ax in axes.flat:
@@ -333,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=["none", "aim"], help="`none` first: the reference.")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument(
+        "--setting", choices=sorted(PLANS), default="av_digits", help="the setting (its benchmark plan)"
+    )
     parser.add_argument("--every", type=int, default=8, help="record every this many optimizer steps")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--quick", action="store_true", help="a tiny budget (seconds), for the tests")
@@ -342,8 +365,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--logs", type=Path,
                         help="summarize a benchmarks/av_digits.py result JSON's logged metrics (no training) into "
                         "OUTPUT_DIR/logged_<its name>.json and .png")  # fmt: skip
-    parser.add_argument("--check-identical", action="store_true",
-                        help="also train each run uninstrumented and check the final weights are identical")  # fmt: skip
+    parser.add_argument(
+        "--check-identical", action="store_true", help="also train each run uninstrumented; compare the final weights"
+    )
     args = parser.parse_args(argv)
     if args.methods[0] != "none":
         raise ValueError(f"--methods must start with the reference `none`, got {args.methods}")
@@ -356,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         report = json.loads(args.from_json.read_text())
         report["runs"] = {m: {int(s): r for s, r in seeds.items()} for m, seeds in report["runs"].items()}
         return write(report, args.output_dir)
-    options = QUICK if args.quick else PLAN
+    options = QUICK if args.quick else PLANS[args.setting]
     results: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in args.methods}
     with tempfile.TemporaryDirectory() as work:
         for method in args.methods:
@@ -400,7 +424,9 @@ def summarize_logs(path: Path, folder: Path) -> dict[str, Any]:
         "dominant": dom,
         "test_probe": {meth: probe[meth]["probe"] for meth in runs},
         "seeds": {meth: probe[meth]["seeds"] for meth in runs},
-        "logged": {meth: {s: logged_phases(r["log_history"], LOGGED) for s, r in seeds.items()} for meth, seeds in runs.items()},
+        "logged": {
+            meth: {s: logged_phases(r["log_history"], LOGGED) for s, r in seeds.items()} for meth, seeds in runs.items()
+        },
         "validation_probe_gap": {m: probe_gaps(runs, m) for m in modalities},
     }  # fmt: skip
     (folder / f"logged_{path.stem}.json").write_text(json.dumps(out, indent=1))
