@@ -103,10 +103,14 @@ def save_tiny_setting_encoders(root: str | os.PathLike) -> dict[str, str]:
     WhisperModel(whisper).save_pretrained(paths["whisper_tiny_en"])
     WhisperFeatureExtractor(feature_size=16, chunk_length=1).save_pretrained(paths["whisper_tiny_en"])
     BertModel(ENCODER_CONFIGS["text"]()).save_pretrained(paths["minilm"])
-    vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS))
-    BertTokenizer(vocab_file=str(vocab)).save_pretrained(paths["minilm"])
+    tiny_tokenizer().save_pretrained(paths["minilm"])
     return paths
+
+
+def tiny_tokenizer() -> BertTokenizer:
+    """A BERT tokenizer over `WORDS` (transformers 5 ignores `vocab_file=` when building one: every word
+    would be `[UNK]` and the text modality would carry nothing)."""
+    return BertTokenizer(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])})
 
 
 def make_processors(paths: dict[str, str]) -> dict[str, object]:
@@ -114,7 +118,7 @@ def make_processors(paths: dict[str, str]) -> dict[str, object]:
     return {
         "vision": ViTImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
         "audio": ASTFeatureExtractor(num_mel_bins=16, max_length=32, sampling_rate=SAMPLING_RATE),
-        "text": BertTokenizer(vocab_file=paths["vocab"]),
+        "text": tiny_tokenizer(),
         "speech": Wav2Vec2FeatureExtractor(sampling_rate=SAMPLING_RATE, return_attention_mask=True),
     }
 
