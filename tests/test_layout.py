@@ -1,5 +1,6 @@
 """The tests' own layout: folders that mirror the package (modulation/, models/, cli/, data/,
-invariants/), shared code in helpers/, and no test module importing another."""
+invariants/, and benchmarks/ for the scripts of benchmarks/), shared code in helpers/, and no test
+module importing another."""
 
 from __future__ import annotations
 
@@ -32,5 +33,5 @@ def test_helpers_hold_no_tests_and_every_test_file_has_a_unique_name():
     names = [path.name for path in TESTS.rglob("test_*.py")]
     assert len(names) == len(set(names))  # pytest's rootdir-relative imports need unique basenames
     assert {p.name for p in TESTS.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))} >= {
-        "modulation", "models", "cli", "data", "invariants", "helpers",
+        "modulation", "models", "cli", "data", "invariants", "benchmarks", "helpers",
     }  # fmt: skip

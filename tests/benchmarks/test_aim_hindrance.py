@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "aim_hindrance.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "aim_hindrance.py"
 
 
 def _load():

@@ -18,7 +18,7 @@ import pytest
 from aim_hf.data.emoji import EMOJI_FONT, EMOJI_TEST
 from aim_hf.data.spoken import FASHION_MNIST
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "av_digits.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "av_digits.py"
 # The keys of a method's entry in the benchmark's JSON (aim_hf.compare.record).
 METHOD_KEYS = {"seeds", "fused", "probe", "fused_best_val", "val_fused", "val_probe"}
 

@@ -15,7 +15,7 @@ import pytest
 
 from aim_hf.compare.record import comparisons, suppression
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "av_digits.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "av_digits.py"
 
 
 def _load_benchmark():
