@@ -56,9 +56,9 @@ PLANS = {
 }
 QUICK = ["--setting", "av_digits", "--per_device_train_batch_size", "16", "--max_steps", "12",
          "--max_train_samples", "192", "--eval_strategy", "steps", "--eval_steps", "6", "--logging_steps", "2",
-         "--learning_rate", "3e-3", "--modulation_start", "0",
-         # so that AIM's auxiliary pass runs within a few steps: scores from class means, strong DAM
-         "--aim_prototypes", "class_mean", "--aim_alpha", "5", "--aim_dam_cap", "none"]  # fmt: skip
+         "--learning_rate", "3e-3", "--modulation_start", "0"]  # fmt: skip
+# --quick, AIM's options: its auxiliary pass runs within a few steps (scores from class means, strong DAM).
+QUICK_AIM = {"prototypes": "class_mean", "alpha": 5.0, "dam_cap": "none"}
 COMMON = ["--disable_tqdm", "true", "--save_strategy", "no"]
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "aim_hindrance"
 
@@ -384,10 +384,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in args.methods}
     with tempfile.TemporaryDirectory() as work:
         for method in args.methods:
+            run_options = [*options, "--modulation_kwargs", json.dumps(QUICK_AIM)] if args.quick and method == "aim" else options
             for seed in args.seeds:
-                result = train(method, seed, options, Path(work) / f"{method}_{seed}", args.every)
+                result = train(method, seed, run_options, Path(work) / f"{method}_{seed}", args.every)
                 if args.check_identical:
-                    twin = train(method, seed, options, Path(work) / f"{method}_{seed}_twin", None)
+                    twin = train(method, seed, run_options, Path(work) / f"{method}_{seed}_twin", None)
                     result["identical_to_uninstrumented"] = identical(result["weights"], twin["weights"])
                 result["weights_sha256"] = fingerprint(result.pop("weights"))
                 results[method][seed] = result
