@@ -70,7 +70,9 @@ def test_unimodal_gradient_reaches_every_encoder(build_model, build_processor, b
     with_method, plain, extra = encoder_grads("unimodal_losses"), encoder_grads("none"), encoder_grads(None)
     assert with_method.keys() == plain.keys() == extra.keys()
     for name in with_method:
-        torch.testing.assert_close(with_method[name], plain[name] + extra[name], rtol=1e-4, atol=1e-7)
+        # One backward of the sum against the sum of two backwards: float32 sums in another order (a few
+        # elements, e.g. of the audio cls_token under the gated fusion, differ by about 1e-5).
+        torch.testing.assert_close(with_method[name], plain[name] + extra[name], rtol=1e-4, atol=5e-5)
     for m in MODALITIES:
         assert sum(g.abs().sum() for n, g in extra.items() if n.startswith(f"{m}.")) > 0, m
 
