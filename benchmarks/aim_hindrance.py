@@ -308,7 +308,14 @@ def plot_gradients(runs: dict[str, dict[int, dict[str, Any]]], dom: str, weak: s
     axes[1, 2].set_title("whole-model gradient norm before clipping (logged)", fontsize=9)
     axes[1, 0].set_title(f"{dom}'s share of the fused loss's encoder gradient norm", fontsize=9)
     axes[1, 1].set_title("norm of the optimizer's update per encoder", fontsize=9)
-    for ax in axes.flat:
+    _save(fig, axes.flat, path)
+
+
+def _save(fig: Any, axes: Any, path: Path) -> None:
+    """Label each panel's step axis, add its legend, and write the figure to `path`."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
         ax.set_xlabel("optimizer step", fontsize=8)
         ax.legend(fontsize=7)
         ax.tick_params(labelsize=7)
@@ -340,13 +347,7 @@ def plot_modulation(runs: dict[str, dict[int, dict[str, Any]]], dom: str, weak: 
             x, y = _series(seeds, f"eval_{m}_probe_accuracy", "log_history")
             axes[2].plot(x, y, color=colors.get(meth), ls=ls, label=f"{meth}: {m}")
     axes[2].set_title("validation probe accuracy", fontsize=9)
-    for ax in axes:
-        ax.set_xlabel("optimizer step", fontsize=8)
-        ax.legend(fontsize=7)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(fig, axes, path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from scripts import BENCHMARKS, load_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "aim_hindrance.py"
+SCRIPT = BENCHMARKS / "aim_hindrance.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("aim_hindrance", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_quick_run_records_the_gradients_without_changing_training(tmp_path: Path):
-    report = _load().main(["--quick", "--every", "1", "--check-identical", "--output-dir", str(tmp_path)])
+    report = load_benchmark("aim_hindrance").main(["--quick", "--every", "1", "--check-identical", "--output-dir", str(tmp_path)])
     assert json.loads((tmp_path / "hindrance.json").read_text())["summary"] == json.loads(json.dumps(report["summary"]))
     assert (tmp_path / "gradients.png").stat().st_size > 0 and (tmp_path / "modulation.png").stat().st_size > 0
     runs = report["runs"]
@@ -52,12 +47,12 @@ def test_quick_run_records_the_gradients_without_changing_training(tmp_path: Pat
 
 def test_methods_must_start_with_the_reference():
     with pytest.raises(ValueError, match="start with the reference `none`"):
-        _load().main(["--quick", "--methods", "aim"])
+        load_benchmark("aim_hindrance").main(["--quick", "--methods", "aim"])
 
 
 def test_logged_metrics_of_a_committed_benchmark(tmp_path: Path):
     source = SCRIPT.parent / "results" / "strong_adamw.json"
-    out = _load().main(["--logs", str(source), "--output-dir", str(tmp_path)])
+    out = load_benchmark("aim_hindrance").main(["--logs", str(source), "--output-dir", str(tmp_path)])
     assert out["dominant"] == "vision" and out["seeds"]["aim"] == out["seeds"]["none"]
     assert (tmp_path / "logged_strong_adamw.png").stat().st_size > 0
     phases = out["logged"]["aim"][0]

@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import statistics
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
+from scripts import BENCHMARKS, load_benchmark
 
 from aim_hf.compare.record import comparisons, suppression
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "av_digits.py"
+SCRIPT = BENCHMARKS / "av_digits.py"
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("av_digits_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_method_options():
-    bench = _load_benchmark()
+    bench = load_benchmark("av_digits")
     assert bench.method_options("audio") == ["--modulation", "none", "--only_modality", "audio"]
     assert bench.method_options("aim:r_max=0.25,alpha=2") == [
         "--modulation", "aim", "--modulation_kwargs", '{"r_max": 0.25, "alpha": 2}',
@@ -46,7 +40,7 @@ def test_method_options():
 
 
 def test_rotation_runs_threads_strictly_in_turn_and_lets_them_leave():
-    bench = _load_benchmark()
+    bench = load_benchmark("av_digits")
     rotation, order = bench.Rotation(3), []
     turns = {0: 4, 1: 2, 2: 3}  # thread 1 leaves first, then 2: the others go on in turn
 
@@ -65,7 +59,7 @@ def test_rotation_runs_threads_strictly_in_turn_and_lets_them_leave():
 
 
 def test_rotation_failure_stops_the_waiting_threads():
-    bench = _load_benchmark()
+    bench = load_benchmark("av_digits")
     rotation, errors = bench.Rotation(2), []
 
     def waiter() -> None:
@@ -89,7 +83,7 @@ def _method(fused, vision, audio, val=None):
 
 
 def test_setting_checks_and_comparisons_read_the_per_seed_values():
-    bench = _load_benchmark()
+    bench = load_benchmark("av_digits")
     record = {
         "setting": "strong",
         "unimodal": {"vision": [0.70, 0.71, 0.72], "audio": [0.60, 0.62, 0.61]},
@@ -116,7 +110,7 @@ def test_setting_checks_and_comparisons_read_the_per_seed_values():
 
 
 def test_validation_view_and_aim_modulation_summary():
-    bench = _load_benchmark()
+    bench = load_benchmark("av_digits")
     none = {**_method([0.75, 0.76, 0.77], [0.6] * 3, [0.4] * 3), "val_probe": {"vision": [0.5] * 3, "audio": [0.3] * 3}}
     log = [{"aim/active": 0.0, "aim/lambda/vision/depth_0": 0.9, "aim/masked_fraction/vision": 0.9},
            {"aim/active": 1.0, "aim/lambda/vision/depth_0": 0.2, "aim/masked_fraction/vision": 0.1},
@@ -140,7 +134,7 @@ def test_validation_view_and_aim_modulation_summary():
 
 
 def test_plans_name_their_settings_and_optimizers():
-    bench = _load_benchmark()
+    bench = load_benchmark("av_digits")
     options = bench.plan_options("strong", "sgd", quick=False)
     assert options[:2] == ["--setting", "strong"] and "sgd" in options and "momentum=0.9" in options
     assert {o for s, o in bench.PLANS if s == "strong"} == {"adamw", "sgd"}

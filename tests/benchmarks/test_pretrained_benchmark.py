@@ -5,33 +5,27 @@ The quick run reads Debian's unicode-data, fonts-noto-color-emoji, espeak-ng and
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from scripts import BENCHMARKS, load_benchmark
 
 from aim_hf.data.emoji import EMOJI_FONT, EMOJI_TEST
 from aim_hf.data.spoken import FASHION_MNIST
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "av_digits.py"
+SCRIPT = BENCHMARKS / "av_digits.py"
 # The keys of a method's entry in the benchmark's JSON (aim_hf.compare.record).
 METHOD_KEYS = {"seeds", "fused", "probe", "fused_best_val", "val_fused", "val_probe"}
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("av_digits_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_pretrained_plans_name_the_encoders_policy_methods_and_seeds(tmp_path):
-    bench = _load_benchmark()
+    bench = load_benchmark("av_digits")
     with pytest.raises(ValueError, match="give --enc-root, the folder holding mobilenet_v2, whisper_tiny_en"):
         bench.plan_options("spoken", "adamw", quick=False)
     (tmp_path / "mobilenet_v2").mkdir()
@@ -76,7 +70,7 @@ def test_pretrained_plans_name_the_encoders_policy_methods_and_seeds(tmp_path):
 
 
 def test_pretrained_settings_have_no_av_digits_checks():
-    bench = _load_benchmark()
+    bench = load_benchmark("av_digits")
     none = {"seeds": [0, 1], "fused": [0.9, 0.9], "probe": {"vision": [0.5, 0.5], "audio": [0.2, 0.2]}}
     record = {"setting": "spoken", "unimodal": {"vision": [0.6, 0.6], "audio": [0.5, 0.5]}, "methods": {"none": none}}
     assert bench.setting_checks(record) == []  # built without a target gap: the gaps are reported as found
