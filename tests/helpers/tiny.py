@@ -215,3 +215,6 @@ TINY_OPTIONS = [
     "--max_train_samples", "32", "--max_eval_samples", "16", "--per_device_train_batch_size", "16",
     "--max_steps", "3", "--use_cpu", "true", "--disable_tqdm", "true",
 ]  # fmt: skip
+
+# `build_model(..., encoder_kwargs=TEXT_NO_DROPOUT)`: the tiny BERT without dropout, so that two forwards agree.
+TEXT_NO_DROPOUT = {"text": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}

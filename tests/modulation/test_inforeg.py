@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from tiny import TEXT_NO_DROPOUT
 import torch
 from torch import nn
 
@@ -15,7 +16,6 @@ from aim_hf.modulation.inforeg import acquisition_rates, fisher_trace, regulatio
 from aim_hf.modulation.mechanics import EncoderAnchors
 
 MODALITIES = ("vision", "audio", "text")
-NO_DROPOUT = {"text": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
 LR = 0.3  # large, so that lr * beta (about 0.5) is far from 0 and the pull far from rounding
 
 
@@ -81,7 +81,7 @@ def test_pull_toward_the_anchor_by_hand(orthogonal):
 
 
 def one_step(build_model, build_processor, build_dataset, make_args, method, fusion, tmp_path):
-    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=NO_DROPOUT)
+    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=TEXT_NO_DROPOUT)
     trainer = AIMTrainer(
         model=model,
         args=make_args(modulation=method, modulation_start=0, max_steps=1, per_device_train_batch_size=6,

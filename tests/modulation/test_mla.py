@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from tiny import TEXT_NO_DROPOUT
 import torch
 import torch.nn.functional as F
 
@@ -15,14 +16,13 @@ from aim_hf.modulation import build_modulation
 from aim_hf.modulation.mla import entropy_weighted_logits, unimodal_head_logits
 
 MODALITIES = ("vision", "audio", "text")
-NO_DROPOUT = {"text": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
 
 
 @pytest.mark.parametrize("fusion", ["concat", "sum", "gated", "film"])
 def test_each_step_trains_one_modality_through_the_shared_head(
     build_model, build_processor, build_dataset, make_args, fusion
 ):
-    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=NO_DROPOUT)
+    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=TEXT_NO_DROPOUT)
     model.train()
     trainer = AIMTrainer(model, args=make_args(modulation="mla"))
     trainer.state.global_step = 4  # 4 % 3: the second modality's turn
@@ -86,7 +86,7 @@ def test_entropy_weights_match_hand_computation():
 def test_evaluation_uses_the_entropy_weighted_fusion(
     build_model, build_processor, build_dataset, make_args, eval_fusion
 ):
-    model = build_model(MODALITIES, encoder_kwargs=NO_DROPOUT)
+    model = build_model(MODALITIES, encoder_kwargs=TEXT_NO_DROPOUT)
     model.eval()
     args = make_args(modulation="mla", modulation_kwargs={"eval_fusion": eval_fusion})
     trainer = AIMTrainer(model, args=args)

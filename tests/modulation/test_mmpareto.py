@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from tiny import TEXT_NO_DROPOUT
 import torch
 import torch.nn.functional as F
 
@@ -15,7 +16,6 @@ from aim_hf import AIMTrainer, MultimodalCollator
 from aim_hf.modulation.mmpareto import pareto_combine, pareto_weights
 
 MODALITIES = ("vision", "audio", "text")
-NO_DROPOUT = {"text": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
 
 
 def test_conflicting_gradients_get_the_min_norm_weights_and_the_sums_norm():
@@ -61,7 +61,7 @@ def test_encoder_gradient_is_the_combination_of_the_hand_gradients(
     ]
 
     # By hand, on the whole batch: g_mm from the fused loss, g_u from each modality's own loss.
-    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=NO_DROPOUT)
+    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=TEXT_NO_DROPOUT)
     negate_shares(model)
     model.train()
     outputs = model(**batch)
@@ -84,7 +84,7 @@ def test_encoder_gradient_is_the_combination_of_the_hand_gradients(
     assert min(cosines.values()) < 0  # the conflict branch is exercised
 
     # The method: two micro-batches, each loss divided by 2 (and scaled) as the trainer does, then the step.
-    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=NO_DROPOUT)
+    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=TEXT_NO_DROPOUT)
     negate_shares(model)
     model.train()
     trainer = AIMTrainer(model, args=make_args(modulation="mmpareto", gradient_accumulation_steps=2))

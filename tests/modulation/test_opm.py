@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from tiny import TEXT_NO_DROPOUT
 import torch
 
 from aim_hf import AIMTrainer, MultimodalCollator
@@ -15,7 +16,6 @@ from aim_hf.modulation import build_modulation
 from aim_hf.modulation.opm import drop_probabilities
 
 MODALITIES = ("vision", "audio", "text")
-NO_DROPOUT = {"text": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
 
 
 def test_drop_probability_matches_hand_computation(build_model, make_args):
@@ -68,7 +68,7 @@ def test_drops_only_inside_the_window(build_model, make_args, window, step, max_
 def test_dropped_samples_enter_the_fusion_with_a_zero_dominant_feature(
     build_model, build_processor, build_dataset, make_args, fusion
 ):
-    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=NO_DROPOUT)
+    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=TEXT_NO_DROPOUT)
     model.train()
     trainer = AIMTrainer(model, args=make_args(modulation="opm"))
     trainer.modulation.load_state_dict({"drop_prob": torch.tensor([0.5, 0.0, 0.0])})  # vision dominant

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from tiny import TEXT_NO_DROPOUT
 import torch
 
 from aim_hf import AIMTrainer, MultimodalCollator
@@ -14,7 +15,6 @@ from aim_hf.modulation import build_modulation
 from aim_hf.modulation.pmr import pmr_coefficients
 
 MODALITIES = ("vision", "audio", "text")
-NO_DROPOUT = {"text": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
 
 
 def test_coefficients_match_the_formula():
@@ -95,7 +95,7 @@ def test_weights_only_inside_the_window(build_model, make_args, window, step, ac
 
 @pytest.mark.parametrize("fusion", ["concat", "sum", "gated", "film"])
 def test_loss_on_a_real_model_trains_the_encoders(build_model, build_processor, build_dataset, make_args, fusion):
-    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=NO_DROPOUT)
+    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=TEXT_NO_DROPOUT)
     model.train()
     trainer = AIMTrainer(model, args=make_args(modulation="pmr"))
     batch = MultimodalCollator(build_processor(MODALITIES))(list(build_dataset(6, MODALITIES)))

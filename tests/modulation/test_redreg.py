@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from tiny import TEXT_NO_DROPOUT
 import torch
 import torch.nn.functional as F
 
@@ -14,7 +15,6 @@ from aim_hf import AIMTrainer, MultimodalCollator
 from aim_hf.modulation.redreg import gate_threshold, growth_rates, redundancy_phase
 
 MODALITIES = ("vision", "audio", "text")
-NO_DROPOUT = {"text": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
 
 
 def test_growth_rate_by_hand():
@@ -51,7 +51,7 @@ def test_step_statistics_gate_and_pull(build_model, build_processor, build_datas
         {k: ({kk: vv[rows] for kk, vv in v.items()} if isinstance(v, dict) else v[rows]) for k, v in batch.items()}
         for rows in (slice(0, 3), slice(3, 6))
     ]
-    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=NO_DROPOUT)
+    model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=TEXT_NO_DROPOUT)
     model.train()
     with torch.no_grad():
         out = model(**batch)

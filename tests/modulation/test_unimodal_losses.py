@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from tiny import TEXT_NO_DROPOUT
 import torch
 import torch.nn.functional as F
 
@@ -14,7 +15,6 @@ from aim_hf.modeling import MultimodalOutput
 from aim_hf.modulation import build_modulation
 
 MODALITIES = ("vision", "audio", "text")
-NO_DROPOUT = {"text": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
 
 
 def cross_entropy_by_hand(logits: list[list[float]], labels: list[int]) -> float:
@@ -53,7 +53,7 @@ def test_unimodal_gradient_reaches_every_encoder(build_model, build_processor, b
     weight = 0.7
 
     def encoder_grads(method: str | None) -> dict[str, torch.Tensor]:
-        model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=NO_DROPOUT)
+        model = build_model(MODALITIES, fusion=fusion, encoder_kwargs=TEXT_NO_DROPOUT)
         model.train()
         if method is None:  # the extra loss alone, computed here
             outputs = model(**batch)
