@@ -43,7 +43,7 @@ class MultimodalConfig(PretrainedConfig):
     """
 
     model_type = "aim_multimodal"
-    keys_to_ignore_at_inference = ["depth_features", "auxiliary_logits", "fused_loss"]
+    keys_to_ignore_at_inference = ["depth_features", "fused_loss"]
 
     def __init__(
         self,

@@ -1,10 +1,8 @@
 """A multimodal classifier built from one pretrained Hugging Face encoder per modality.
 
 Each encoder's layers are split into contiguous depth groups; the pooled output of every group is
-returned so that a modulation method (AIM) can score each depth. The model can also run an
-*auxiliary* pass in which chosen output units of chosen layers are switched off (AIM's Auxiliary
-Blocks): the masked encoders are recomputed from their first masked group, reusing the normal
-pass's output of the group before it, and fused with the other modalities' normal features.
+returned so that a modulation method (AIM) can score each depth, and the groups' layers and units
+are exposed (`depth_layers`, `depth_groups`, `unit_modules`, `pool`) for a method's own passes.
 
 This file imports only torch/transformers and `configuration.py`, so it can travel as remote code.
 """
@@ -12,10 +10,9 @@ This file imports only torch/transformers and `configuration.py`, so it can trav
 from __future__ import annotations
 
 import os
-import types
 import warnings
-from collections.abc import Collection, Iterable, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -43,7 +40,6 @@ class MultimodalOutput(ModelOutput):
         modality_logits: each modality's additive share of the fused logits (as OGM-GE scores them).
         probe_logits: logits of each modality's linear probe on its detached final feature.
         depth_features: each modality's pooled feature per depth group, shallow to deep.
-        auxiliary_logits: fused logits of the auxiliary pass (only when `unit_masks` was given).
         fused_loss: cross-entropy of the fused logits alone.
     """
 
@@ -52,7 +48,6 @@ class MultimodalOutput(ModelOutput):
     modality_logits: dict[str, torch.Tensor] | None = None
     probe_logits: dict[str, torch.Tensor] | None = None
     depth_features: dict[str, tuple[torch.Tensor, ...]] | None = None
-    auxiliary_logits: torch.Tensor | None = None
     fused_loss: torch.Tensor | None = None
 
 
@@ -88,16 +83,9 @@ def split_depth_groups(num_layers: int, num_groups: int) -> list[range]:
     return [range(bounds[i], bounds[i + 1]) for i in range(num_groups)]
 
 
-def _hidden(output: Any) -> torch.Tensor:
+def hidden_state(output: Any) -> torch.Tensor:
+    """A layer's hidden state: its output, or the first element of the tuple it returns."""
     return output if isinstance(output, torch.Tensor) else output[0]
-
-
-def _apply_unit_mask(mask: torch.Tensor):
-    def hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
-        shape = (-1,) if isinstance(module, nn.Linear) else (-1,) + (1,) * (output.dim() - 2)
-        return output * mask.to(output.dtype).view(shape)
-
-    return hook
 
 
 class _EncoderDepths:
@@ -106,12 +94,9 @@ class _EncoderDepths:
     def __init__(self, encoder: nn.Module, num_groups: int, path: str | None) -> None:
         self.layer_path, self.layers = find_layer_list(encoder, path)
         self.groups = split_depth_groups(len(self.layers), num_groups)
-        # Whether a layer returns a bare tensor (else a tuple led by it): set by every forward, and
-        # needed to feed a given hidden state in place of a layer's output (`encode_from_depth`).
-        self.tensor_outputs: bool | None = None
 
     def units(self) -> dict[str, tuple[int, nn.Module]]:
-        """Every unit module, named relative to the encoder (these names key `unit_masks`), with its
+        """Every unit module, named relative to the encoder (the names `unit_modules` gives), with its
         depth group: the Linear/Conv layers inside the groups' layers whose weight is trainable, found
         now, so that frozen layers and the frozen base layers under a PEFT adapter (whose `lora_A` /
         `lora_B` Linears are units instead) are left out, even when adapters were injected after the
@@ -338,8 +323,6 @@ class MultimodalModel(PreTrainedModel):
         dims = {m: _feature_dim(enc, self._depths[m]) for m, enc in encoders.items()}
         self.fusion = FUSION_CLASSES[config.fusion](config, dims)
         self.probes = nn.ModuleDict({m: nn.Linear(d, config.num_labels) for m, d in dims.items()})
-        # The auxiliary pass's replayed layers and unit masks while it runs (see `_altered`).
-        self._alteration: tuple[str, int, Any, dict[nn.Module, torch.Tensor]] | None = None
         if given:
             # Given encoders keep their weights: post_init would re-draw modules their own init does
             # not know, such as a PEFT adapter injected into them (LoRA's B starts at zero).
@@ -447,6 +430,10 @@ class MultimodalModel(PreTrainedModel):
     def modalities(self) -> list[str]:
         return self.config.modalities
 
+    def depth_layers(self, modality: str) -> nn.ModuleList:
+        """The stack of layers (or stages) of `modality`'s encoder that the depth groups split."""
+        return self._depths[modality].layers
+
     def depth_groups(self, modality: str) -> list[range]:
         """The layer indices of each depth group of `modality`'s encoder."""
         return self._depths[modality].groups
@@ -469,10 +456,6 @@ class MultimodalModel(PreTrainedModel):
     def _set_gradient_checkpointing(
         self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint, **kwargs: Any
     ) -> None:
-        # The encoders' checkpointed layers take the function set on them here (transformers sets it
-        # on every module with a `gradient_checkpointing` flag, the encoders' included).
-        if enable:
-            gradient_checkpointing_func = self._recompute_as_run(gradient_checkpointing_func)
         super()._set_gradient_checkpointing(enable, gradient_checkpointing_func, **kwargs)
         if enable:
             # A reentrant checkpoint gives no gradient to its layer's weights (LoRA adapters,
@@ -480,28 +463,6 @@ class MultimodalModel(PreTrainedModel):
             self.enable_input_require_grads()
         else:
             self.disable_input_require_grads()
-
-    def _recompute_as_run(self, checkpoint_func: Callable) -> Callable:
-        """`checkpoint_func` (torch's `checkpoint` with the user's options) around a layer function
-        that, when the backward pass recomputes the layer, first puts back the auxiliary pass's unit
-        masks and replayed layers that were in force when it ran forward: `_altered` removes them
-        when the pass ends, and without them the masked layers would be recomputed unmasked (wrong
-        gradients, no error)."""
-
-        def checkpointed(function: Callable, *args: Any, **kwargs: Any) -> Any:
-            alteration = self._alteration
-
-            def run(*a: Any, **k: Any) -> Any:
-                # No backward runs inside a forward, so an unaltered layer is never recomputed while
-                # an alteration is in force.
-                if alteration is None or alteration is self._alteration:
-                    return function(*a, **k)
-                with self._altered(*alteration):
-                    return function(*a, **k)
-
-            return checkpoint_func(run, *args, **kwargs)
-
-        return checkpointed
 
     # ------------------------------------------------------------------------------------ forward
     def _check_inputs(self, inputs: dict[str, Any], labels: torch.Tensor | None) -> int:
@@ -546,7 +507,9 @@ class MultimodalModel(PreTrainedModel):
             return encoder._get_feature_vector_attention_mask(length, mask)
         return None
 
-    def _pool(self, modality: str, hidden: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+    def pool(self, modality: str, hidden: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """`modality`'s feature from a depth group's output `hidden`: a CNN stage's spatial mean, else
+        the first token (`pooling="cls"`) or the mean over the tokens that `inputs`' attention mask keeps."""
         if hidden.dim() == 4:  # (batch, channels, height, width) from a convolutional stage
             return hidden.mean(dim=(2, 3))
         if hidden.dim() == 2:
@@ -567,7 +530,6 @@ class MultimodalModel(PreTrainedModel):
         for g, layer_range in enumerate(depths.groups):
             def hook(module, args, output, g=g):
                 store[g] = output
-                depths.tensor_outputs = isinstance(output, torch.Tensor)
             handles.append(depths.layers[layer_range[-1]].register_forward_hook(hook))
         try:
             yield
@@ -579,109 +541,24 @@ class MultimodalModel(PreTrainedModel):
         store: dict[int, Any] = {}
         with self._capture_group_outputs(modality, store):
             self.encoders[modality](**inputs)
-        pooled = [self._pool(modality, _hidden(store[g]), inputs) for g in range(len(self._depths[modality].groups))]
+        pooled = [self.pool(modality, hidden_state(store[g]), inputs) for g in range(len(self._depths[modality].groups))]
         return pooled, store
-
-    @contextmanager
-    def _altered(
-        self, modality: str, replay_until: int, replayed: Any, masks: Mapping[nn.Module, torch.Tensor]
-    ) -> Iterator[None]:
-        """While inside: layers `[0, replay_until)` of `modality`'s encoder return `replayed` instead of
-        computing, and the output units of each module in `masks` are multiplied by its mask. Kept in
-        `_alteration`, for checkpointed layers recomputed in the backward pass (`_recompute_as_run`)."""
-        layers = self._depths[modality].layers
-        with ExitStack() as stack:
-            for module, mask in masks.items():
-                stack.callback(module.register_forward_hook(_apply_unit_mask(mask)).remove)
-            for i in range(replay_until):
-                layers[i].forward = types.MethodType(lambda self, *a, **k: replayed, layers[i])
-                stack.callback(layers[i].__dict__.pop, "forward")
-            previous, self._alteration = self._alteration, (modality, replay_until, replayed, masks)
-            stack.callback(setattr, self, "_alteration", previous)
-            yield
-
-    def _run_replayed(
-        self,
-        modality: str,
-        inputs: Mapping[str, Any],
-        replay_until: int,
-        replayed: Any,
-        masks: Mapping[nn.Module, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Pooled final feature of `modality`'s encoder run on `inputs` with layers `[0, replay_until)`
-        returning `replayed` instead of computing, and the units of the modules in `masks` switched off."""
-        store: dict[int, Any] = {}
-        with self._altered(modality, replay_until, replayed, masks or {}):
-            with self._capture_group_outputs(modality, store):
-                self.encoders[modality](**inputs)
-        return self._pool(modality, _hidden(store[len(self._depths[modality].groups) - 1]), inputs)
-
-    def _encode_masked(
-        self, modality: str, inputs: Mapping[str, Any], masks: Mapping[str, torch.Tensor], cache: dict[int, Any]
-    ) -> torch.Tensor:
-        """Final feature of `modality` with the units in `masks` switched off, recomputed from the
-        first masked depth group: the layers before it replay the normal pass's output."""
-        depths = self._depths[modality]
-        units = depths.units()
-        unknown = [name for name in masks if name not in units]
-        if unknown:
-            raise ValueError(
-                f"unit_masks for {modality!r} name modules that are not its units (unit_modules): {unknown[:3]}"
-            )
-        start = min(units[name][0] for name in masks)
-        replayed = cache[start - 1] if start > 0 else None
-        by_module = {units[name][1]: mask for name, mask in masks.items()}
-        return self._run_replayed(modality, inputs, depths.groups[start][0], replayed, by_module)
 
     def depth_outputs(self, modality: str, inputs: Mapping[str, Any]) -> list[torch.Tensor]:
         """The raw (unpooled) output of each depth group of `modality`'s encoder on `inputs`: tokens
         `(batch, length, width)` for a transformer, `(batch, channels, height, width)` for a CNN stage."""
         _, store = self._encode(modality, inputs)
-        return [_hidden(store[g]) for g in range(len(self._depths[modality].groups))]
-
-    def encode_from_depth(
-        self, modality: str, depth: int, hidden: torch.Tensor, inputs: Mapping[str, Any]
-    ) -> torch.Tensor:
-        """Pooled final feature of `modality` when the output of depth group `depth` is `hidden`: the
-        layers after that group run on it, the earlier ones are replayed (not computed; of layers that
-        return a tuple, the rest of the tuple comes from one no-grad run on `inputs`). `inputs`
-        only drive the encoder's call (its embeddings run, their output is unused) and its masks:
-        they must fit `hidden`'s batch (and, where the layers get more than the hidden state from
-        the previous one, such as a position bias or a Swin stage's grid, its length). Used by AIM to
-        decode learned prototypes."""
-        depths = self._depths[modality]
-        if depth == len(depths.groups) - 1:
-            return self._pool(modality, hidden, inputs)
-        if depths.tensor_outputs is None:
-            raise RuntimeError(f"encode_from_depth({modality!r}) needs one normal forward of the model first.")
-        replayed = hidden
-        if not depths.tensor_outputs:
-            # The rest of the layer's output (a position bias, a Swin stage's grid) as these inputs give it.
-            with torch.no_grad():
-                _, store = self._encode(modality, inputs)
-            replayed = (hidden, *store[depth][1:])
-        return self._run_replayed(modality, inputs, depths.groups[depth][-1] + 1, replayed)
+        return [hidden_state(store[g]) for g in range(len(self._depths[modality].groups))]
 
     def forward(
         self,
         labels: torch.Tensor | None = None,
-        unit_masks: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
-        auxiliary_detach: Collection[str] = (),
-        auxiliary_head_grad: bool = True,
         feature_keep: Mapping[str, torch.Tensor] | None = None,
         **modality_inputs: Mapping[str, torch.Tensor],
     ) -> MultimodalOutput:
         r"""
         Args:
             labels (`torch.LongTensor` of shape `(batch,)`, *optional*): class indices in `[0, num_labels)`.
-            unit_masks (`dict[str, dict[str, torch.Tensor]]`, *optional*): modality -> {unit module
-                name (see [`unit_modules`]) -> 0/1 mask over its output units}. When given, an
-                auxiliary pass with those units switched off is run and `auxiliary_logits` returned.
-            auxiliary_detach (`Collection[str]`, *optional*): modalities whose features enter the
-                auxiliary fusion detached, so that a loss on `auxiliary_logits` does not reach their
-                encoders (a masked one is then recomputed without a graph).
-            auxiliary_head_grad (`bool`, *optional*, defaults to `True`): `False` runs the auxiliary
-                fusion with detached parameters: a loss on `auxiliary_logits` does not reach the head.
             feature_keep (`dict[str, torch.Tensor]`, *optional*): modality -> `(batch,)` 0/1 mask; a
                 sample's final feature of that modality enters the fusion multiplied by it (0: dropped,
                 as OPM drops the dominant modality). The probes and `depth_features` see the features
@@ -691,9 +568,7 @@ class MultimodalModel(PreTrainedModel):
                 `attention_mask`, ...), as the [`MultimodalCollator`] builds it.
         """
         self._check_inputs(modality_inputs, labels)
-        depth_features, caches = {}, {}
-        for m in self.modalities:
-            depth_features[m], caches[m] = self._encode(m, modality_inputs[m])
+        depth_features = {m: self._encode(m, modality_inputs[m])[0] for m in self.modalities}
         features = {m: feats[-1] for m, feats in depth_features.items()}
         fused_input = dict(features)
         unknown_keep = [m for m in feature_keep or {} if m not in features]
@@ -703,19 +578,6 @@ class MultimodalModel(PreTrainedModel):
             fused_input[m] = features[m] * keep.to(features[m].dtype).view(-1, *(1,) * (features[m].dim() - 1))
         logits, modality_logits = self.fusion(fused_input)
         probe_logits = {m: self.probes[m](f.detach()) for m, f in features.items()}
-
-        auxiliary_logits = None
-        active_masks = {m: masks for m, masks in (unit_masks or {}).items() if masks}
-        if active_masks:
-            aux_features = {m: f.detach() if m in auxiliary_detach else f for m, f in features.items()}
-            for m, masks in active_masks.items():
-                with torch.set_grad_enabled(torch.is_grad_enabled() and m not in auxiliary_detach):
-                    aux_features[m] = self._encode_masked(m, modality_inputs[m], masks, caches[m])
-            if auxiliary_head_grad:
-                auxiliary_logits, _ = self.fusion(aux_features)
-            else:
-                frozen = {name: p.detach() for name, p in self.fusion.named_parameters()}
-                auxiliary_logits, _ = torch.func.functional_call(self.fusion, frozen, (aux_features,))
 
         loss = fused_loss = None
         if labels is not None:
@@ -727,7 +589,6 @@ class MultimodalModel(PreTrainedModel):
             modality_logits=modality_logits,
             probe_logits=probe_logits,
             depth_features={m: tuple(f) for m, f in depth_features.items()},
-            auxiliary_logits=auxiliary_logits,
             fused_loss=fused_loss,
         )
 

@@ -20,8 +20,8 @@ from .learning_rates import mapped_learning_rates
 from .metrics import MultimodalMetrics
 from .model_card import MODEL_CARD_NAME, write_model_card
 from .modeling import MultimodalModel, MultimodalOutput
-from .modulation import MODULATIONS, build_modulation
-from .modulation.mechanics import all_reduce_sum, modality_param_groups
+from .modulation import MODULATIONS, HookContext, build_modulation
+from .modulation.mechanics import StepSums, modality_param_groups
 from .training_args import AIMConfig
 
 logger = logging.get_logger(__name__)
@@ -97,7 +97,9 @@ class AIMTrainer(Trainer):
         self.add_callback(_ModalityLearningRates(self))
         self.add_callback(_AfterOptimizerStep(self))  # after the one above: learning rates restored first
         self._metrics: dict[str, list[float]] = defaultdict(list)
-        self._step_stats: torch.Tensor | None = None
+        self._step_stats = StepSums()
+        self._micro_batch = 0  # index of the coming training micro-batch in its optimizer step
+        self._lr_scales: dict[str, float] = {}  # the method's factors for the coming optimizer.step()
 
     def _refuse_sharded_gradients(self) -> None:
         """Fail now if the method reads `.grad` (`Modulation.reads_gradients`) and FSDP or DeepSpeed
@@ -116,9 +118,9 @@ class AIMTrainer(Trainer):
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Trainer's optimizer, with each modality's encoder parameters in their own parameter groups
         (see `_parameter_groups`), so that a method can scale one encoder's update
-        (`Modulation.lr_scales`). Optimizers that Trainer builds from something other than parameter
+        (`HookContext.scale_lr`). Optimizers that Trainer builds from something other than parameter
         groups (factories such as Muon, GaLore, LOMO, layer-wise ones) and bitsandbytes' 8-bit ones
-        keep Trainer's two groups. Then the modulation sees the optimizer (`Modulation.use_optimizer`)."""
+        keep Trainer's two groups. Then the modulation sees the optimizer (`Modulation.on_train_begin`)."""
         opt_model = self.model if model is None else model
         if self.optimizer is None:
             cls, kwargs = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(self.args, opt_model)
@@ -130,9 +132,10 @@ class AIMTrainer(Trainer):
                     f"learning_rate_mapping needs an optimizer built from parameter groups; {self.args.optim} is not."
                 )
         optimizer = super().create_optimizer(model)
-        warning = self.modulation.use_optimizer(optimizer)
-        if warning:
-            logger.warning_once(warning)
+        ctx = self._context(optimizer=optimizer)
+        self.modulation.on_train_begin(ctx)
+        if ctx.warnings:
+            logger.warning_once(" ".join(ctx.warnings))
         return optimizer
 
     def _parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
@@ -179,21 +182,44 @@ class AIMTrainer(Trainer):
             outputs = self._evaluation_outputs(model, inputs)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
         labels = inputs["labels"]
-        self.modulation.begin_micro_batch(self.state.global_step, labels, self._grad_scale())
-        outputs: MultimodalOutput = model(**inputs, **self.modulation.forward_kwargs())
-        loss = outputs.loss
-        extra_loss = self.modulation.compute_loss(outputs, labels)
-        if extra_loss is not None:
-            loss = loss + extra_loss
+        # Micro-batch j of process r is the dataloader's batch j * world + r of the step (accelerate deals
+        # batches round-robin): `first_example` places it in the step's global batch.
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        ctx = self._context(
+            grad_scale=self._grad_scale(),
+            micro_batch=self._micro_batch,
+            first_example=(self._micro_batch * world + rank) * self.args.per_device_train_batch_size,
+            inputs={k: v for k, v in inputs.items() if k != "labels"},
+            labels=labels,
+        )
+        self._micro_batch += 1
+        self.modulation.on_micro_batch_begin(ctx)
+        outputs: MultimodalOutput = model(**inputs, **ctx.forward_kwargs)
+        ctx.outputs = outputs
+        self.modulation.on_forward_end(ctx)
+        loss = outputs.loss if ctx.loss is None else outputs.loss + ctx.loss
         self._accumulate_step_stats(outputs, labels)
         return (loss, outputs) if return_outputs else loss
 
+    def _context(self, **fields: Any) -> HookContext:
+        """A `HookContext` for the modulation's hooks at the current step, with `fields` set."""
+        return HookContext(
+            model=self.accelerator.unwrap_model(self.model),
+            step=self.state.global_step,
+            max_steps=self.state.max_steps,
+            seed=self.args.seed,
+            autocast=self.accelerator.autocast,
+            **fields,
+        )
+
     def _evaluation_outputs(self, model: nn.Module, inputs: dict[str, Any]) -> MultimodalOutput:
         """The model's outputs at evaluation and prediction, labelled or not: the method's evaluation
-        logits (`Modulation.evaluation_logits`) replace the fused ones, and with labels the fused part
+        logits (`Modulation.on_prediction_step`) replace the fused ones, and with labels the fused part
         of the loss is recomputed from them."""
         outputs: MultimodalOutput = model(**inputs)
-        logits = self.modulation.evaluation_logits(outputs)
+        ctx = self._context(outputs=outputs)
+        self.modulation.on_prediction_step(ctx)
+        logits = ctx.logits
         if logits is not None:
             outputs.logits = logits
             if outputs.loss is not None:
@@ -245,8 +271,7 @@ class AIMTrainer(Trainer):
             for logits in outputs.probe_logits.values():
                 values.append((logits.argmax(-1) == labels).sum().float())
             values.append(torch.tensor(float(n), device=labels.device))
-            stats = torch.stack(values)
-        self._step_stats = stats if self._step_stats is None else self._step_stats + stats
+            self._step_stats.add(torch.stack(values))
 
     def _grad_scale(self) -> float | None:
         """The GradScaler's scale under fp16 loss scaling (constant within an optimizer step), else None."""
@@ -254,11 +279,14 @@ class AIMTrainer(Trainer):
         return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None
 
     def _end_of_step(self) -> None:
-        model = self.accelerator.unwrap_model(self.model)
-        metrics = self.modulation.step(model, self.state.global_step, self.state.max_steps, self._grad_scale())
-        if self._step_stats is not None:
-            stats = all_reduce_sum(self._step_stats).tolist()
-            self._step_stats = None
+        ctx = self._context(grad_scale=self._grad_scale())
+        self.modulation.on_gradients_ready(ctx)
+        self._micro_batch = 0
+        self._lr_scales = ctx.lr_scales
+        metrics, model = ctx.metrics, ctx.model
+        totals = self._step_stats.reduce()
+        if totals is not None:
+            stats = totals.tolist()
             count, m = stats[-1], len(model.modalities)
             metrics["loss/fused"] = stats[0] / count
             for i, modality in enumerate(model.modalities):
@@ -429,7 +457,7 @@ class AIMTrainer(Trainer):
 
 
 class _ModalityLearningRates(TrainerCallback):
-    """Applies the modulation's `lr_scales()` to the encoders' parameter groups for one optimizer
+    """Applies the modulation's learning-rate factors (`HookContext.scale_lr`) to the encoders' parameter groups for one optimizer
     step: set at `on_pre_optimizer_step` (gradients final, right before `optimizer.step()`), restored
     at `on_optimizer_step` (right after it, before the scheduler steps), so that neither the
     scheduler nor a checkpoint ever sees a scaled learning rate."""
@@ -439,7 +467,7 @@ class _ModalityLearningRates(TrainerCallback):
         self._saved: list[tuple[dict[str, Any], Any]] = []
 
     def on_pre_optimizer_step(self, args: AIMConfig, state: Any, control: Any, **kwargs: Any) -> None:
-        scales = self.trainer.modulation.lr_scales()
+        scales, self.trainer._lr_scales = self.trainer._lr_scales, {}
         if not scales:
             return
         groups = modality_param_groups(self.trainer.optimizer, required=scales)
@@ -455,14 +483,13 @@ class _ModalityLearningRates(TrainerCallback):
 
 
 class _AfterOptimizerStep(TrainerCallback):
-    """Calls the modulation's `after_optimizer_step` right after each `optimizer.step()`."""
+    """Calls the modulation's `on_optimizer_step` right after each `optimizer.step()`."""
 
     def __init__(self, trainer: AIMTrainer) -> None:
         self.trainer = trainer
 
     def on_optimizer_step(self, args: AIMConfig, state: Any, control: Any, **kwargs: Any) -> None:
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
-        self.trainer.modulation.after_optimizer_step(model, self.trainer.optimizer)
+        self.trainer.modulation.on_optimizer_step(self.trainer._context(optimizer=self.trainer.optimizer))
 
 
 def last_complete_checkpoint(output_dir: str) -> str:

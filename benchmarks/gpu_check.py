@@ -3,7 +3,7 @@
 1. fp16 overflow: every modulation method trains a small model with `fp16=True`; one step's loss
    is made infinite, so its gradients overflow and the GradScaler skips it. The check asserts that
    on that step the parameters and the modulation state stay unchanged, the scale drops, the
-   modulation's `step` runs exactly once (as on every step), nothing is carried into the next
+   modulation's `on_gradients_ready` runs exactly once (as on every step), nothing is carried into the next
    step, and training goes on with finite values afterwards.
 2. Speed: ViT-B/16 + AST-base shapes (built from their default configs, random weights), batch 32,
    bf16: samples per second of every method side by side, from pre-processed tensors (so the data
@@ -126,19 +126,19 @@ class OverflowTrainer(AIMTrainer):
 
 class WatchOverflowStep(TrainerCallback):
     """Records the parameters, the modulation state and the loss scale around the overflow step,
-    and how often the modulation's `step` ran during each optimizer step."""
+    and how often the modulation's `on_gradients_ready` ran during each optimizer step."""
 
     def __init__(self, trainer: AIMTrainer) -> None:
         self.trainer = trainer
         self.calls: list[int] = []
         self.before = self.after = None
-        step = trainer.modulation.step
+        step = trainer.modulation.on_gradients_ready
 
-        def counted_step(*a: Any, **k: Any) -> dict[str, float]:
+        def counted_step(ctx: Any) -> None:
             self.calls[-1] += 1
-            return step(*a, **k)
+            step(ctx)
 
-        trainer.modulation.step = counted_step
+        trainer.modulation.on_gradients_ready = counted_step
 
     def _record(self) -> dict[str, Any]:
         model = self.trainer.accelerator.unwrap_model(self.trainer.model)
@@ -189,7 +189,7 @@ def check_fp16_overflow(method: str, output_dir: str, steps: int = 4) -> list[st
         changed = [k for k in before["modulation"] if not same(before["modulation"][k], after["modulation"].get(k))]
         failures.append(f"the modulation state changed on the skipped step: {changed}")
     if watch.calls != [1] * steps:
-        failures.append(f"modulation.step ran {watch.calls} times per optimizer step (expected once each)")
+        failures.append(f"on_gradients_ready ran {watch.calls} times per optimizer step (expected once each)")
     final = {n: p.detach().float().cpu() for n, p in trainer.accelerator.unwrap_model(trainer.model).named_parameters()}
     if not all(torch.isfinite(p).all() for p in final.values()):
         failures.append("non-finite parameters after training")

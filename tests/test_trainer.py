@@ -57,7 +57,7 @@ def test_evaluate_reports_fused_and_probe_metrics(build_model, build_processor, 
         probe_accuracy = (probes[m].argmax(-1) == predictions.label_ids).mean()
         assert metrics[f"eval_{m}_probe_accuracy"] == pytest.approx(probe_accuracy)
     # Another set of outputs handed over (modality_logits left out, depth_features in) shifts no metric.
-    other = trainer.evaluate(ignore_keys=["modality_logits", "auxiliary_logits", "fused_loss"])
+    other = trainer.evaluate(ignore_keys=["modality_logits", "fused_loss"])
     scores = [key for key in metrics if key.endswith(("accuracy", "f1"))]
     assert len(scores) == 6 and {key: other[key] for key in scores} == {key: metrics[key] for key in scores}
 

@@ -10,7 +10,7 @@ from typing import Any
 from ..modeling import MultimodalModel
 from .agm import AGM
 from .aim import AIM
-from .base import Modulation
+from .base import HookContext, Modulation
 from .composite import Composition, composition_members, is_composition
 from .inforeg import InfoReg
 from .mla import MLA
@@ -32,14 +32,15 @@ def build_modulation(name: str, model: MultimodalModel, args: Any) -> Modulation
     checks `args.modulation_kwargs` against its `Config` (see `Modulation.make_config`) and reads
     the result as `self.config`. A name such as `"aim+unimodal_losses"` builds a `Composition`
     (`composite`), each member with its own entry of `args.modulation_kwargs`."""
+    start, end = args.modulation_start, args.modulation_end
     if is_composition(name):
-        return Composition(model, args, composition_members(name, args.modulation_kwargs, MODULATIONS))
+        return Composition(model, composition_members(name, args.modulation_kwargs, MODULATIONS), start, end)
     if name not in MODULATIONS:
         raise ValueError(f"Unknown modulation {name!r}: choose one of {', '.join(MODULATIONS)}.")
-    return MODULATIONS[name](model, args)
+    return MODULATIONS[name](model, args.modulation_kwargs, start, end)
 
 
 __all__ = [
-    "AGM", "AIM", "Composition", "InfoReg", "MLA", "MMPareto", "MODULATIONS", "Modulation", "NoModulation", "OGMGE",
+    "AGM", "AIM", "Composition", "HookContext", "InfoReg", "MLA", "MMPareto", "MODULATIONS", "Modulation", "NoModulation", "OGMGE",
     "OPM", "PMR", "RedReg", "UnimodalLosses", "build_modulation",
 ]  # fmt: skip

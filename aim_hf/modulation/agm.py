@@ -29,9 +29,9 @@ from typing import Any, Literal
 
 import torch
 
-from ..modeling import MultimodalModel, MultimodalOutput
+from ..modeling import MultimodalModel
 from ..shapley import coalitions, shapley_values
-from .base import Metric, Modulation, Paper
+from .base import HookContext, Metric, Modulation, Paper
 from .mechanics import StepSums, choose_scaling_mode, discrepancy_ratios, true_class_probabilities, with_sample_count
 
 # The reference caps the exponent of the coefficient so that exp() cannot overflow.
@@ -97,25 +97,23 @@ class AGM(Modulation):
     Config = AGMConfig
     reads_gradients = True
 
-    def __init__(self, model: MultimodalModel, args: Any) -> None:
-        super().__init__(model, args)
+    def __init__(self, model: MultimodalModel, *args: Any) -> None:
+        super().__init__(model, *args)
         self.mode = "gradient" if self.config.mode == "auto" else self.config.mode
         # State: the sum of the per-step scores and the number of steps, for the running mean.
         self.score_sum = torch.zeros(len(self.modalities), dtype=torch.float64)
         self.score_steps = 0
         self._sums = StepSums()  # per modality the cross-entropy sums, then the sample count
-        self._lr_scales: dict[str, float] = {}
 
-    def use_optimizer(self, optimizer: torch.optim.Optimizer) -> str | None:
-        self.mode, warning = choose_scaling_mode(self.name, self.config.mode, optimizer, self.modalities)
-        return warning
+    def on_train_begin(self, ctx: HookContext) -> None:
+        self.mode, warning = choose_scaling_mode(self.name, self.config.mode, ctx.optimizer, self.modalities)
+        if warning:
+            ctx.warn(warning)
 
-    def lr_scales(self) -> dict[str, float]:
-        return self._lr_scales
-
-    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> None:
+    def on_forward_end(self, ctx: HookContext) -> None:
+        labels = ctx.labels
         with torch.no_grad():
-            features = {m: outputs.depth_features[m][-1] for m in self.modalities}
+            features = {m: ctx.outputs.depth_features[m][-1] for m in self.modalities}
             fusion = self.model.fusion
             coalition_logits = {c: fusion.logits_with(features, c) for c in coalitions(self.modalities)}
             responses = shapley_values(coalition_logits, self.modalities)
@@ -124,35 +122,32 @@ class AGM(Modulation):
                 for m in self.modalities
             ]
             self._sums.add(with_sample_count(sums, labels))
-        return None
 
-    def step(
-        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
-    ) -> dict[str, float]:
-        self._lr_scales = {}
-        totals = self._sums.reduce_unless_skipped(model, grad_scale)
+    def on_gradients_ready(self, ctx: HookContext) -> None:
+        totals = self._sums.reduce_unless_skipped(ctx.model, ctx.grad_scale)
         if totals is None:  # nothing added, or a step the GradScaler skips: the state stays as it was
-            return {}
+            return
         totals = totals.double().cpu()
         scores = totals[:-1] / totals[-1]
         mean = self.score_sum / self.score_steps if self.score_steps else None
         ratios, targets, coeffs = agm_coefficients(scores, mean, self.config.alpha)
         self.score_sum = self.score_sum + scores
         self.score_steps += 1
-        active = self.is_active(global_step, max_steps)
+        active = self.is_active(ctx.step, ctx.max_steps)
         if active:
             ks = dict(zip(self.modalities, coeffs.tolist()))
             if self.mode == "update":
-                self._lr_scales = ks
+                for m, k in ks.items():
+                    ctx.scale_lr(m, k)
             else:
-                self._scale_gradients(model, ks)
+                self._scale_gradients(ctx.model, ks)
         metrics = {"agm/active": float(active)}
         for i, m in enumerate(self.modalities):
             metrics[f"agm/score/{m}"] = scores[i].item()
             metrics[f"agm/ratio/{m}"] = ratios[i].item()
             metrics[f"agm/target_ratio/{m}"] = targets[i].item()
             metrics[f"agm/coeff/{m}"] = coeffs[i].item() if active else 1.0
-        return metrics
+        ctx.log(metrics)
 
     @torch.no_grad()
     def _scale_gradients(self, model: MultimodalModel, coeffs: dict[str, float]) -> None:

@@ -1,32 +1,41 @@
 """The interface every modulation method implements, and how a method declares itself.
 
-The trainer calls a method at these points of each optimizer step:
+One hook contract: every hook takes one `HookContext` and returns nothing, as every
+`TrainerCallback` event takes the same `(args, state, control)`. The context carries what the trainer
+knows at that point (the unwrapped model, the optimizer step under way, the micro-batch, the outputs,
+the optimizer) and collects what the method gives back, through methods that define how several
+methods' contributions combine (`aim_hf.modulation.composite`): `pass_to_forward` (forward
+arguments merge; the same one twice is an error), `add_loss` (loss terms add), `scale_lr`
+(learning-rate factors multiply), `log` (metrics merge), `replace_logits`, `warn`.
 
-0. `begin_micro_batch(global_step, labels, grad_scale)` before each training micro-batch's forward:
-   the step under way, the micro-batch's labels and the fp16 loss scale its backward will use
-   (OPM seeds its per-sample draws by the step and sizes them by the labels; MMPareto scales the
-   losses it differentiates itself);
-1. `forward_kwargs()` before each training micro-batch's forward: extra keyword arguments for the
-   model (AIM passes the unit masks of its Auxiliary Blocks, OPM a per-sample keep-mask of each
-   modality's feature, `feature_keep`);
-2. `compute_loss(outputs, labels)` after each micro-batch's forward: the extra loss terms, and the
-   batch statistics the method accumulates over the step's micro-batches (MMPareto also takes
-   per-loss gradients there, with `torch.autograd.grad` on the retained graph);
-3. `step(model, state)` once per optimizer step, after the last micro-batch's backward (gradients
-   accumulated and, under DDP, all-reduced; still scaled under fp16) and before clipping: reduce
-   the statistics across processes, change gradients, update the method's state;
-4. `lr_scales()` just before `optimizer.step()`: per-modality factors on the learning rate of each
-   encoder's parameter groups (see `modality_param_groups`) for that one step, undone right after;
-5. `after_optimizer_step(model, optimizer)` right after `optimizer.step()` (before the scheduler
-   steps and the gradients are cleared): a decoupled parameter update applied once per optimizer
-   step, as AdamW applies its weight decay (InfoReg and RedReg pull an encoder toward earlier
-   values there, rather than through a loss term whose gradient would reach the optimizer).
+The trainer calls a method's hooks at these points, named after when they run:
 
-In evaluation and prediction (labels given) the trainer calls `evaluation_logits(outputs)`: a
-method may evaluate with other logits than the fused ones (MLA's entropy-weighted fusion).
-
-Once the trainer has built the optimizer it calls `use_optimizer(optimizer)`, so that a method can
-adapt to it (OGM-GE picks gradient or update scaling) or warn that the optimizer cancels it.
+1. `on_train_begin(ctx)` once the trainer has built the optimizer (`ctx.optimizer`), before the first
+   step: a method adapts to it (OGM-GE picks gradient or update scaling) or `warn`s that the
+   optimizer cancels it;
+2. `on_micro_batch_begin(ctx)` before each training micro-batch's forward, with the step under way
+   (`ctx.step`), the micro-batch (`ctx.inputs`, `ctx.labels`; `ctx.micro_batch` its index in the
+   step, `ctx.first_example` the index of its first example in the step's global batch) and the fp16
+   loss scale its backward will use (`ctx.grad_scale`): extra arguments for the model's forward
+   (`pass_to_forward`; OPM passes a per-sample keep-mask of each modality's feature, `feature_keep`);
+3. `on_forward_end(ctx)` after each training micro-batch's forward (`ctx.outputs`): the extra loss
+   terms (`add_loss`), and the batch statistics the method accumulates over the step's micro-batches
+   (in a `mechanics.StepSums`). A method may run more of the model here, under `ctx.autocast()` (the
+   forward's mixed precision): AIM's auxiliary pass; MMPareto takes per-loss gradients with
+   `torch.autograd.grad` on the retained graph;
+4. `on_gradients_ready(ctx)` once per optimizer step, after the last micro-batch's backward
+   (gradients accumulated and, under DDP, all-reduced; still scaled by `ctx.grad_scale` under fp16)
+   and before clipping: reduce the statistics across processes, change gradients, update the
+   method's state, `log` the step's metrics and `scale_lr` the coming `optimizer.step()` per modality
+   (the trainer applies the factors to `modality_param_groups(optimizer)` for that one step);
+5. `on_optimizer_step(ctx)` right after `optimizer.step()` (learning rates restored, before the
+   scheduler steps and the gradients are cleared): a decoupled parameter update applied once per
+   optimizer step, as AdamW applies its weight decay (InfoReg and RedReg pull an encoder toward
+   earlier values there). The GradScaler may have skipped that step (an fp16 overflow): a method
+   decides in `on_gradients_ready`, which sees the gradients, whether anything is to be done here;
+6. `on_prediction_step(ctx)` at evaluation and prediction, labelled or not (`ctx.outputs`): a method
+   may `replace_logits` to evaluate with other logits than the fused ones (MLA's entropy-weighted
+   fusion).
 
 A method's state (`state_dict` / `load_state_dict`) is saved in every checkpoint.
 
@@ -51,12 +60,14 @@ through), and the method reads `self.config`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 
@@ -130,6 +141,68 @@ class Option:
     help: str
 
 
+@dataclass
+class HookContext:
+    """What a hook sees, and what it gives back (see the module docstring). The trainer fills the
+    fields its hook point knows; the others keep their defaults."""
+
+    model: MultimodalModel
+    """The unwrapped model."""
+    step: int = 0
+    """The optimizer step under way (0-based): `state.global_step`."""
+    max_steps: int = 0
+    seed: int = 0
+    """The run's seed (`args.seed`), for the draws a method makes."""
+    grad_scale: float | None = None
+    """The GradScaler's scale under fp16 loss scaling (the micro-batch's backward multiplies the loss
+    by it, and the gradients still carry it), None without loss scaling."""
+    micro_batch: int = 0
+    first_example: int = 0
+    inputs: Mapping[str, Any] | None = None
+    """The micro-batch's inputs per modality, as the model's forward takes them."""
+    labels: torch.Tensor | None = None
+    outputs: MultimodalOutput | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext
+    """The mixed-precision context the model's forward runs under, for a method's own forward passes."""
+
+    forward_kwargs: dict[str, Any] = field(default_factory=dict)
+    loss: torch.Tensor | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    lr_scales: dict[str, float] = field(default_factory=dict)
+    logits: torch.Tensor | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def pass_to_forward(self, **kwargs: Any) -> None:
+        """Extra keyword arguments for the coming forward; one already passed is an error."""
+        shared = sorted(self.forward_kwargs.keys() & kwargs.keys())
+        if shared:
+            raise RuntimeError(f"The forward arguments {shared} are passed twice (two methods pass them).")
+        self.forward_kwargs.update(kwargs)
+
+    def add_loss(self, term: torch.Tensor) -> None:
+        """A loss term, added to the model's loss before the backward."""
+        self.loss = term if self.loss is None else self.loss + term
+
+    def scale_lr(self, modality: str, factor: float) -> None:
+        """Multiply `modality`'s encoder learning rate by `factor` for the coming `optimizer.step()`."""
+        self.lr_scales[modality] = self.lr_scales.get(modality, 1.0) * factor
+
+    def log(self, metrics: Mapping[str, float]) -> None:
+        """Metrics of this optimizer step (averaged over the logging interval by the trainer)."""
+        self.metrics.update(metrics)
+
+    def replace_logits(self, logits: torch.Tensor) -> None:
+        """Evaluate and predict with `logits` in place of the model's fused ones."""
+        if self.logits is not None:
+            raise RuntimeError("Two methods replace the evaluation logits.")
+        self.logits = logits
+
+    def warn(self, message: str) -> None:
+        """A warning for the user (the trainer logs it once)."""
+        self.warnings.append(message)
+
+
 class Modulation:
     """Base class of the modulation methods. Subclasses declare themselves (see the module
     docstring), set their default window (`default_start`, `default_end`), `Config` (the dataclass of
@@ -156,17 +229,24 @@ class Modulation:
     # FSDP and DeepSpeed ZeRO keep gradients in sharded or flat buffers that `.grad` does not show, so
     # AIMTrainer refuses such a method under them rather than let it silently do nothing.
     reads_gradients: ClassVar[bool] = False
-    # The keyword arguments of the model's forward that `forward_kwargs` may pass: a composition
+    # The keyword arguments of the model's forward that the method passes (`pass_to_forward`): a composition
     # refuses two methods that pass the same one (`aim_hf.modulation.composite`).
     forward_arguments: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, model: MultimodalModel, args: Any) -> None:
+    def __init__(
+        self,
+        model: MultimodalModel,
+        options: Mapping[str, Any] | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> None:
+        """`options`: the method's `modulation_kwargs` (checked against `Config`); `start` / `end`:
+        the modulation window (`modulation_start` / `modulation_end`; None: the method's default)."""
         self.model = model
-        self.args = args
         self.modalities = model.modalities
-        self.config = self.make_config(args.modulation_kwargs)
-        self.start = args.modulation_start if args.modulation_start is not None else self.default_start
-        self.end = args.modulation_end if args.modulation_end is not None else self.default_end
+        self.config = self.make_config(options)
+        self.start = start if start is not None else self.default_start
+        self.end = end if end is not None else self.default_end
 
     @classmethod
     def options(cls) -> list[Option]:
@@ -204,44 +284,23 @@ class Modulation:
         end = resolve_step(self.end, max_steps)
         return step >= start and (end is None or step < end)
 
-    def begin_micro_batch(self, global_step: int, labels: torch.Tensor, grad_scale: float | None = None) -> None:
-        """Called before each training micro-batch's `forward_kwargs`, with the optimizer step under
-        way (0-based), the micro-batch's labels and the GradScaler's scale under fp16 loss scaling
-        (None without), which the trainer's backward of this micro-batch multiplies the loss by."""
+    def on_train_begin(self, ctx: HookContext) -> None:
+        """Once the optimizer is built (`ctx.optimizer`), before the first step."""
 
-    def forward_kwargs(self) -> dict[str, Any]:
-        return {}
+    def on_micro_batch_begin(self, ctx: HookContext) -> None:
+        """Before each training micro-batch's forward."""
 
-    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> torch.Tensor | None:
-        return None
+    def on_forward_end(self, ctx: HookContext) -> None:
+        """After each training micro-batch's forward (`ctx.outputs`)."""
 
-    def step(
-        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
-    ) -> dict[str, float]:
-        """Called once per optimizer step; returns the metrics to log for this step. `grad_scale` is the
-        GradScaler's scale under fp16 loss scaling (the gradients are still multiplied by it, and the
-        optimizer skips a step whose gradients are not finite), None without loss scaling."""
-        return {}
+    def on_gradients_ready(self, ctx: HookContext) -> None:
+        """Once per optimizer step, gradients complete, before clipping and `optimizer.step()`."""
 
-    def use_optimizer(self, optimizer: torch.optim.Optimizer) -> str | None:
-        """Called once the trainer has built the optimizer, before the first step. Returns a warning
-        for the user when this optimizer cancels what the method does, else None."""
-        return None
+    def on_optimizer_step(self, ctx: HookContext) -> None:
+        """Right after each `optimizer.step()`."""
 
-    def evaluation_logits(self, outputs: MultimodalOutput) -> torch.Tensor | None:
-        """Logits to evaluate and predict with in place of the model's fused ones (None: keep them);
-        the trainer also recomputes the fused part of the evaluation loss from them."""
-        return None
-
-    def lr_scales(self) -> dict[str, float]:
-        """Learning-rate factors per modality for the coming optimizer step (missing: 1). The trainer
-        applies them to `modality_param_groups(optimizer)` for that step only."""
-        return {}
-
-    def after_optimizer_step(self, model: MultimodalModel, optimizer: torch.optim.Optimizer) -> None:
-        """Called right after each `optimizer.step()`, learning rates restored, gradients still there.
-        The GradScaler may have skipped that step (an fp16 overflow): a method decides in `step`, which
-        sees the gradients, whether anything is to be done here."""
+    def on_prediction_step(self, ctx: HookContext) -> None:
+        """At each evaluation or prediction forward (`ctx.outputs`)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

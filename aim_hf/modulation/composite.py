@@ -8,26 +8,27 @@ takes its defaults), and a single method keeps the flat form. The schedule field
 (`modulation_start`, `modulation_end`) apply to every member as they would alone: a member that
 runs over the whole training (`unimodal_losses`, `mla`) refuses a window here too.
 
-What each hook of `Modulation` (see `base`) does for a composition:
+Every hook of `Modulation` (see `base`) calls every member, in order, on the same `HookContext`,
+whose methods define how the members' contributions combine:
 
-- `begin_micro_batch`, `use_optimizer`, `after_optimizer_step`: every member, in order; the
-  optimizer warnings of the members are joined.
-- `forward_kwargs`: the members' arguments merged. Two members that declare the same forward
-  argument (`Modulation.forward_arguments`, e.g. OPM's and MLA's `feature_keep`) are refused when
-  the composition is built.
-- `compute_loss`: the members' loss terms add (None when no member has one). Every member sees
-  every micro-batch, so that each accumulates its own statistics.
-- `step`: every member, in order: a member's gradient change (scaling, noise, projection, clearing)
-  applies to the gradients as the members before it left them; `ogm_ge+unimodal_losses` scales
-  the encoder gradients of both losses. The members' metrics are merged (their keys are disjoint).
-- `lr_scales`: the members' per-modality factors multiply.
-- `evaluation_logits`: those of the one member that replaces the fused logits (MLA); two such
-  members are refused when the composition is built.
-- `is_active`: each member keeps its own window (its own `default_start` and `default_end`, where
-  `modulation_start` / `modulation_end` are unset); the composition is active at a step where any
-  member is.
-- `state_dict` / `load_state_dict`: one entry per member, keyed by its name.
-- `reads_gradients`: whether any member reads them.
+- forward arguments merge (`pass_to_forward`): two members that declare the same forward argument
+  (`Modulation.forward_arguments`, e.g. OPM's and MLA's `feature_keep`) are refused when the
+  composition is built;
+- loss terms add (`add_loss`); every member sees every micro-batch, so that each accumulates its own
+  statistics;
+- gradient changes (scaling, noise, projection, clearing) in `on_gradients_ready` apply in the
+  members' order, each to the gradients as the members before it left them:
+  `ogm_ge+unimodal_losses` scales the encoder gradients of both losses. The members' metrics merge
+  (their keys are disjoint);
+- learning-rate factors multiply (`scale_lr`);
+- evaluation logits: those of the one member that replaces the fused logits (MLA); two such members
+  are refused when the composition is built;
+- optimizer warnings are joined.
+
+Each member keeps its own window (its own `default_start` and `default_end`, where
+`modulation_start` / `modulation_end` are unset; `is_active`): the composition is active at a step
+where any member is. `state_dict` / `load_state_dict`: one entry per member, keyed by its name.
+`reads_gradients`: whether any member reads them.
 
 Also refused when built, in one line: an unknown method, a method named twice, `none` (the absence
 of a method), and two of `unimodal_losses`, `mmpareto`, `inforeg`, `redreg` (each adds every
@@ -39,10 +40,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
-from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Modulation
+from ..modeling import MultimodalModel
+from .base import HookContext, Modulation
 
 SEPARATOR = "+"
 
@@ -61,7 +60,7 @@ def is_composition(modulation: str) -> bool:
 
 
 def _replaces_evaluation_logits(cls: type[Modulation]) -> bool:
-    return cls.evaluation_logits is not Modulation.evaluation_logits
+    return cls.on_prediction_step is not Modulation.on_prediction_step
 
 
 def composition_members(
@@ -117,83 +116,50 @@ def composition_members(
     return members
 
 
-class _MemberArgs:
-    """The training arguments as one member of a composition reads them: its own `modulation` and
-    `modulation_kwargs`, every other field the composition's."""
-
-    def __init__(self, args: Any, name: str, kwargs: dict[str, Any]) -> None:
-        self._args = args
-        self.modulation = name
-        self.modulation_kwargs = kwargs
-
-    def __getattr__(self, attribute: str) -> Any:
-        return getattr(self._args, attribute)
-
-
 class Composition(Modulation):
-    """Several methods trained together (`args.modulation` such as `"aim+unimodal_losses"`), with
-    the semantics of the module docstring. `members` holds the methods, in the order given."""
+    """Several methods trained together (`modulation` such as `"aim+unimodal_losses"`), with the
+    semantics of the module docstring. `members` holds the methods, in the order given; `start` and
+    `end` are every member's window."""
 
     def __init__(
-        self, model: MultimodalModel, args: Any, members: list[tuple[type[Modulation], dict[str, Any]]]
+        self,
+        model: MultimodalModel,
+        members: list[tuple[type[Modulation], dict[str, Any]]],
+        start: float | None = None,
+        end: float | None = None,
     ) -> None:
         self.model = model
-        self.args = args
         self.modalities = model.modalities
-        self.name = args.modulation
-        self.members = [cls(model, _MemberArgs(args, cls.name, kwargs)) for cls, kwargs in members]
+        self.members = [cls(model, options, start, end) for cls, options in members]
+        self.name = SEPARATOR.join(member.name for member in self.members)
         self.reads_gradients = any(m.reads_gradients for m in self.members)
 
     def is_active(self, step: int, max_steps: int) -> bool:
         return any(m.is_active(step, max_steps) for m in self.members)
 
-    def begin_micro_batch(self, global_step: int, labels: torch.Tensor, grad_scale: float | None = None) -> None:
+    def on_train_begin(self, ctx: HookContext) -> None:
         for member in self.members:
-            member.begin_micro_batch(global_step, labels, grad_scale)
+            member.on_train_begin(ctx)
 
-    def forward_kwargs(self) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
+    def on_micro_batch_begin(self, ctx: HookContext) -> None:
         for member in self.members:
-            kwargs = member.forward_kwargs()
-            shared = merged.keys() & kwargs.keys()
-            if shared:  # a member passes an argument it does not declare in `forward_arguments`
-                raise RuntimeError(f"{member.name} passes the forward arguments {sorted(shared)} another member passes.")
-            merged.update(kwargs)
-        return merged
+            member.on_micro_batch_begin(ctx)
 
-    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> torch.Tensor | None:
-        terms = [term for member in self.members if (term := member.compute_loss(outputs, labels)) is not None]
-        return sum(terms[1:], terms[0]) if terms else None
-
-    def step(
-        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
-    ) -> dict[str, float]:
-        metrics: dict[str, float] = {}
+    def on_forward_end(self, ctx: HookContext) -> None:
         for member in self.members:
-            metrics.update(member.step(model, global_step, max_steps, grad_scale))
-        return metrics
+            member.on_forward_end(ctx)
 
-    def use_optimizer(self, optimizer: torch.optim.Optimizer) -> str | None:
-        warnings = [warning for member in self.members if (warning := member.use_optimizer(optimizer))]
-        return " ".join(warnings) or None
-
-    def evaluation_logits(self, outputs: MultimodalOutput) -> torch.Tensor | None:
+    def on_gradients_ready(self, ctx: HookContext) -> None:
         for member in self.members:
-            logits = member.evaluation_logits(outputs)
-            if logits is not None:
-                return logits
-        return None
+            member.on_gradients_ready(ctx)
 
-    def lr_scales(self) -> dict[str, float]:
-        scales: dict[str, float] = {}
+    def on_optimizer_step(self, ctx: HookContext) -> None:
         for member in self.members:
-            for modality, factor in member.lr_scales().items():
-                scales[modality] = scales.get(modality, 1.0) * factor
-        return scales
+            member.on_optimizer_step(ctx)
 
-    def after_optimizer_step(self, model: MultimodalModel, optimizer: torch.optim.Optimizer) -> None:
+    def on_prediction_step(self, ctx: HookContext) -> None:
         for member in self.members:
-            member.after_optimizer_step(model, optimizer)
+            member.on_prediction_step(ctx)
 
     def state_dict(self) -> dict[str, Any]:
         return {member.name: member.state_dict() for member in self.members}

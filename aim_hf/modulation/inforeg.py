@@ -38,8 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Metric, Modulation, Paper
+from ..modeling import MultimodalModel
+from .base import HookContext, Metric, Modulation, Paper
 from .mechanics import (
     EncoderAnchors,
     StepSums,
@@ -146,8 +146,8 @@ class InfoReg(Modulation):
     Config = InfoRegConfig
     reads_gradients = True  # the Fisher trace and the overflow check read `.grad`
 
-    def __init__(self, model: MultimodalModel, args: Any) -> None:
-        super().__init__(model, args)
+    def __init__(self, model: MultimodalModel, *args: Any) -> None:
+        super().__init__(model, *args)
         self.anchors = EncoderAnchors(model, self.modalities)
         self._weights = {
             m: [
@@ -164,14 +164,15 @@ class InfoReg(Modulation):
         self.trace_sum = torch.zeros(num, dtype=torch.float64)
         self.trace_steps = 0
         self._sums = StepSums()  # per-modality true-class probability sums, then the sample count
-        self._coeffs: dict[str, float] = {}  # the pull of the step under way, for after_optimizer_step
+        self._coeffs: dict[str, float] = {}  # the pull of the step under way, for on_optimizer_step
 
-    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> torch.Tensor:
+    def on_forward_end(self, ctx: HookContext) -> None:
+        outputs, labels = ctx.outputs, ctx.labels
         losses = unimodal_cross_entropies(outputs, self.modalities, labels)
         with torch.no_grad():
             sums = [true_class_probabilities(outputs.modality_logits[m], labels).sum() for m in self.modalities]
             self._sums.add(with_sample_count(sums, labels))
-        return losses.sum()
+        ctx.add_loss(losses.sum())
 
     def _traces(self, grad_scale: float | None) -> torch.Tensor:
         """This step's Fisher trace of each encoder, from the unscaled gradients."""
@@ -180,16 +181,14 @@ class InfoReg(Modulation):
         ).double()
         return traces / grad_scale**2 if grad_scale is not None else traces
 
-    def step(
-        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
-    ) -> dict[str, float]:
+    def on_gradients_ready(self, ctx: HookContext) -> None:
         self._coeffs = {}
-        totals = self._sums.reduce_unless_skipped(model, grad_scale)
+        totals = self._sums.reduce_unless_skipped(ctx.model, ctx.grad_scale)
         if totals is None:  # nothing added, or a step the GradScaler skips: the state stays as it was
-            return {}
+            return
         totals = totals.double().cpu()
-        traces = self._traces(grad_scale)
-        if self.anchors.refresh_due(global_step, max(1, resolve_step(self.config.period, max_steps))):
+        traces = self._traces(ctx.grad_scale)
+        if self.anchors.refresh_due(ctx.step, max(1, resolve_step(self.config.period, ctx.max_steps))):
             if self.trace_steps:
                 self.history = torch.cat([self.history, (self.trace_sum / self.trace_steps)[None]])
             self.trace_sum, self.trace_steps = torch.zeros_like(self.trace_sum), 0
@@ -198,7 +197,7 @@ class InfoReg(Modulation):
         rates = acquisition_rates(self.history, self.config.window)
         scores = totals[:-1]
         gaps, coeffs = regulation_coefficients(scores, rates, self.config.mu, self.config.threshold)
-        active = self.is_active(global_step, max_steps)
+        active = self.is_active(ctx.step, ctx.max_steps)
         if active:
             self._coeffs = {m: c for m, c in zip(self.modalities, coeffs.tolist()) if c > 0}
         metrics = {"inforeg/active": float(active)}
@@ -208,11 +207,11 @@ class InfoReg(Modulation):
             metrics[f"inforeg/trace/{m}"] = traces[i].item()
             metrics[f"inforeg/rate/{m}"] = rates[i].item()
             metrics[f"inforeg/coeff/{m}"] = self._coeffs.get(m, 0.0)
-        return metrics
+        ctx.log(metrics)
 
-    def after_optimizer_step(self, model: MultimodalModel, optimizer: torch.optim.Optimizer) -> None:
+    def on_optimizer_step(self, ctx: HookContext) -> None:
         if self._coeffs:
-            self.anchors.pull(optimizer, self._coeffs)
+            self.anchors.pull(ctx.optimizer, self._coeffs)
         self._coeffs = {}
 
     def state_dict(self) -> dict[str, Any]:

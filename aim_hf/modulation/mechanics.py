@@ -54,6 +54,11 @@ class StepSums:
         total, self._total = self._total, None
         return None if total is None else all_reduce_sum(total)
 
+    def discard(self) -> None:
+        """Drop the step's sums without reducing them (a step where nobody needs them: no process
+        reduces, so no process waits)."""
+        self._total = None
+
     def reduce_unless_skipped(self, model: MultimodalModel, grad_scale: float | None) -> torch.Tensor | None:
         """`reduce()`, or None also when the GradScaler skips this optimizer step (an fp16 overflow,
         `grad_scale` given and a gradient not finite): a method's state must then stay as it was. The
@@ -87,7 +92,7 @@ def choose_scaling_mode(
     method: str, requested: str, optimizer: torch.optim.Optimizer, modalities: Iterable[str]
 ) -> tuple[str, str | None]:
     """The scaling mode (`"gradient"` or `"update"`) of a method whose per-modality coefficient
-    multiplies either the encoder gradients or, through `lr_scales`, the encoder updates, for the
+    multiplies either the encoder gradients or, through `HookContext.scale_lr`, the encoder updates, for the
     `requested` mode (`"auto"`: "update" under an adaptive optimizer, which would cancel a gradient
     factor, else "gradient"); with a warning when a gradient factor runs under an adaptive optimizer.
     Fails now (not at a step) if update mode finds no modality-tagged parameter groups."""

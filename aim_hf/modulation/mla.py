@@ -15,7 +15,7 @@ previous step's gradient before its own projection, kept as state.
 Evaluation (`eval_fusion="entropy"`): the prediction is the uncertainty-weighted combination of the
 head's per-modality logits `z_m` (the fusion with only m present): per sample, `w = softmax(-H)`
 over the modalities' prediction entropies `H_m = H(softmax(z_m))`, logits `sum_m w_m z_m`. It is
-applied by `AIMTrainer` in evaluation and prediction (`Modulation.evaluation_logits`); the model's
+applied by `AIMTrainer` in evaluation and prediction (`on_prediction_step`); the model's
 own forward keeps the fused logits. Which parts are the paper's: docs/methods/mla.md.
 """
 
@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 import torch
 
-from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Metric, Modulation, Paper
-from .mechanics import all_reduce_sum, gradients_finite
+from ..modeling import MultimodalModel
+from .base import HookContext, Metric, Modulation, Paper
+from .mechanics import StepSums, gradients_finite
 
 
 @dataclass
@@ -99,8 +99,8 @@ class MLA(Modulation):
     reads_gradients = True
     forward_arguments = ("feature_keep",)
 
-    def __init__(self, model: MultimodalModel, args: Any) -> None:
-        super().__init__(model, args)
+    def __init__(self, model: MultimodalModel, *args: Any) -> None:
+        super().__init__(model, *args)
         if self.start != 0 or self.end is not None:
             # The alternation is the whole training method; there is no joint phase to fall back on.
             raise ValueError(
@@ -109,57 +109,49 @@ class MLA(Modulation):
         self._head = [p for p in model.fusion.parameters() if p.requires_grad]
         # State: the fusion's gradient of the previous step (zeros before the first).
         self.prev_head_grad = torch.zeros(sum(p.numel() for p in self._head))
-        self._step, self._rows = 0, 0
-        self._sums: torch.Tensor | None = None  # the step's loss sum, then the sample count
+        self._sums = StepSums()  # the step's loss sum, then the sample count
 
     def modality_of(self, global_step: int) -> str:
         """The modality optimizer step `global_step` trains."""
         return self.modalities[global_step % len(self.modalities)]
 
-    def begin_micro_batch(self, global_step: int, labels: torch.Tensor, grad_scale: float | None = None) -> None:
-        self._step, self._rows = global_step, labels.shape[0]
-
-    def forward_kwargs(self) -> dict[str, Any]:
-        active = self.modality_of(self._step)
+    def on_micro_batch_begin(self, ctx: HookContext) -> None:
+        active, rows = self.modality_of(ctx.step), ctx.labels.shape[0]
         device = next(self.model.parameters()).device
-        return {"feature_keep": {m: torch.zeros(self._rows, device=device) for m in self.modalities if m != active}}
+        ctx.pass_to_forward(feature_keep={m: torch.zeros(rows, device=device) for m in self.modalities if m != active})
 
-    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> None:
-        n = float(labels.shape[0])
-        batch = torch.stack([outputs.fused_loss.detach().float() * n, torch.tensor(n, device=labels.device)])
-        self._sums = batch if self._sums is None else self._sums + batch
-        return None
+    def on_forward_end(self, ctx: HookContext) -> None:
+        n = float(ctx.labels.shape[0])
+        loss = ctx.outputs.fused_loss.detach().float()
+        self._sums.add(torch.stack([loss * n, torch.tensor(n, device=ctx.labels.device)]))
 
-    def evaluation_logits(self, outputs: MultimodalOutput) -> torch.Tensor | None:
+    def on_prediction_step(self, ctx: HookContext) -> None:
         if self.config.eval_fusion == "model":
-            return None
-        features = {m: outputs.depth_features[m][-1] for m in self.modalities}
-        return entropy_weighted_logits(unimodal_head_logits(self.model, features))[0]
+            return
+        features = {m: ctx.outputs.depth_features[m][-1] for m in self.modalities}
+        ctx.replace_logits(entropy_weighted_logits(unimodal_head_logits(self.model, features))[0])
 
-    def step(
-        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
-    ) -> dict[str, float]:
-        active = self.modality_of(global_step)
-        metrics: dict[str, float] = {}
-        if self._sums is not None:
-            totals = all_reduce_sum(self._sums)
-            self._sums = None
-            metrics[f"mla/loss/{active}"] = (totals[0] / totals[1]).item()
+    def on_gradients_ready(self, ctx: HookContext) -> None:
+        model = ctx.model
+        active = self.modality_of(ctx.step)
+        totals = self._sums.reduce()
+        if totals is not None:
+            ctx.log({f"mla/loss/{active}": (totals[0] / totals[1]).item()})
         for m in self.modalities:
             if m != active:
                 for p in model.encoders[m].parameters():
                     p.grad = None
         # A step the GradScaler skips (an fp16 overflow) must leave the state as it was.
-        if not self.config.gradient_projection or (grad_scale is not None and not gradients_finite(model)):
-            return metrics
+        if not self.config.gradient_projection or (ctx.grad_scale is not None and not gradients_finite(model)):
+            return
         if not any(p.grad is not None for p in self._head):
-            return metrics
+            return
         with torch.no_grad():
             # A parameter outside this step's graph has no gradient: zero in the vector, left as None.
             g = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1).float() for p in self._head])
             prev = self.prev_head_grad.to(g.device)
             if bool(prev.any()):
-                metrics["mla/head_cos"] = (torch.dot(g, prev) / (g.norm() * prev.norm()).clamp(min=1e-30)).item()
+                ctx.log({"mla/head_cos": (torch.dot(g, prev) / (g.norm() * prev.norm()).clamp(min=1e-30)).item()})
                 projected = project_orthogonal(g, prev)
                 offset = 0
                 for p in self._head:
@@ -167,7 +159,6 @@ class MLA(Modulation):
                         p.grad.copy_(projected[offset : offset + p.numel()].view_as(p))
                     offset += p.numel()
             self.prev_head_grad = g.cpu()
-        return metrics
 
     def state_dict(self) -> dict[str, Any]:
         return {"prev_head_grad": self.prev_head_grad.clone()}

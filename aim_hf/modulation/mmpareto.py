@@ -14,10 +14,11 @@ MMPareto combines them per encoder (all of the encoder's parameters as one vecto
 - magnitude: the direction `d = w_mm g_mm + w_u g_u` is rescaled to the norm of the sum,
   `g = d * |g_mm + g_u| / |d|` (without conflict this is the plain sum).
 
-How the two gradients are obtained: each micro-batch's unimodal loss of modality u is
-differentiated with respect to encoder u's parameters (`torch.autograd.grad`, about one extra
-backward through the encoders) and summed into a buffer; the trainer's backward then adds the whole loss's gradient to
-`.grad` as usual. At the optimizer step (`step`, after the last micro-batch's backward) the buffer
+How the two gradients are obtained: after each micro-batch's forward (`on_forward_end`) the
+unimodal loss of modality u is differentiated with respect to encoder u's parameters
+(`torch.autograd.grad`, about one extra backward through the encoders) and summed into a flat
+buffer (a `StepSums`); the trainer's backward then adds the whole loss's gradient to `.grad` as
+usual. At the optimizer step (`on_gradients_ready`, after the last micro-batch's backward) the buffer
 is averaged over the micro-batches and all-reduced (mean) across processes, so it is on the scale of
 the accumulated, all-reduced `.grad` (each micro-batch's loss is multiplied by the fp16 loss scale
 before it is differentiated, as the trainer's backward does); `g_mm = .grad - g_u`. The
@@ -31,9 +32,9 @@ from typing import Any
 
 import torch
 
-from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Metric, Modulation, Paper
-from .mechanics import all_reduce_sum, rank_and_world, unimodal_cross_entropies
+from ..modeling import MultimodalModel
+from .base import HookContext, Metric, Modulation, Paper
+from .mechanics import StepSums, rank_and_world, unimodal_cross_entropies
 
 
 def pareto_weights(g_mm: torch.Tensor, g_u: torch.Tensor) -> tuple[float, float, float]:
@@ -82,56 +83,48 @@ class MMPareto(Modulation):
     default_start = 0.0
     reads_gradients = True
 
-    def __init__(self, model: MultimodalModel, args: Any) -> None:
-        super().__init__(model, args)
+    def __init__(self, model: MultimodalModel, *args: Any) -> None:
+        super().__init__(model, *args)
         self._params = {
             m: [p for p in model.encoders[m].parameters() if p.requires_grad] for m in self.modalities
         }
-        self._uni: list[torch.Tensor] | None = None  # summed unimodal-loss gradients, all encoders' params
-        self._micro = 0
-        self._loss_scale = 1.0  # the fp16 loss scale of the micro-batch under way (1 without)
-        self._sums: torch.Tensor | None = None  # per-modality loss sums, then the sample count
+        self._uni = StepSums()  # the unimodal-loss gradients, all encoders' parameters as one vector
+        self._micro = 0  # the micro-batches added to `_uni` in the step under way
+        self._sums = StepSums()  # per-modality loss sums, then the sample count
 
-    def begin_micro_batch(self, global_step: int, labels: torch.Tensor, grad_scale: float | None = None) -> None:
-        self._loss_scale = 1.0 if grad_scale is None else grad_scale
-
-    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> torch.Tensor:
-        losses = unimodal_cross_entropies(outputs, self.modalities, labels)
+    def on_forward_end(self, ctx: HookContext) -> None:
+        losses = unimodal_cross_entropies(ctx.outputs, self.modalities, ctx.labels)
         if torch.is_grad_enabled():
+            loss_scale = 1.0 if ctx.grad_scale is None else ctx.grad_scale
             grads = []
             for i, m in enumerate(self.modalities):
                 if self._params[m]:
                     # Scaled as the trainer's backward is, so that fp16 activations' gradients do not underflow.
                     own = torch.autograd.grad(
-                        losses[i] * self._loss_scale, self._params[m], retain_graph=True, allow_unused=True
+                        losses[i] * loss_scale, self._params[m], retain_graph=True, allow_unused=True
                     )
                     grads += [torch.zeros_like(p) if g is None else g for g, p in zip(own, self._params[m])]
-            if self._uni is None:
-                self._uni = grads
-            else:
-                torch._foreach_add_(self._uni, grads)
+            self._uni.add(torch.cat([g.reshape(-1) for g in grads]))
             self._micro += 1
-        n = float(labels.shape[0])
-        batch = torch.cat([losses.detach() * n, torch.tensor([n], device=losses.device)])
-        self._sums = batch if self._sums is None else self._sums + batch
-        return losses.sum()
+        n = float(ctx.labels.shape[0])
+        self._sums.add(torch.cat([losses.detach() * n, torch.tensor([n], device=losses.device)]))
+        ctx.add_loss(losses.sum())
 
-    def step(
-        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
-    ) -> dict[str, float]:
-        uni, micro = self._uni, self._micro
-        self._uni, self._micro = None, 0
-        metrics: dict[str, float] = {}
-        if self._sums is not None:
-            totals = all_reduce_sum(self._sums).tolist()
-            self._sums = None
-            metrics = {f"unimodal/loss/{m}": totals[i] / totals[-1] for i, m in enumerate(self.modalities)}
-        active = self.is_active(global_step, max_steps)
-        metrics["mmpareto/active"] = float(active)
-        if uni is None or not active:
-            return metrics
+    def on_gradients_ready(self, ctx: HookContext) -> None:
+        totals = self._sums.reduce()
+        if totals is not None:
+            totals = totals.tolist()
+            ctx.log({f"unimodal/loss/{m}": totals[i] / totals[-1] for i, m in enumerate(self.modalities)})
+        active = self.is_active(ctx.step, ctx.max_steps)
+        ctx.log({"mmpareto/active": float(active)})
+        micro, self._micro = self._micro, 0
+        if not active:  # every process is outside the window: none reduces the gradients
+            self._uni.discard()
+            return
+        flat = self._uni.reduce()
+        if flat is None:
+            return
         _, world = rank_and_world()
-        flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in uni]))
         flat /= micro * world  # the scale of the accumulated, averaged .grad (loss scale included)
         start = 0
         with torch.no_grad():
@@ -148,7 +141,5 @@ class MMPareto(Modulation):
                         if p.grad is not None:
                             p.grad.copy_(combined[offset : offset + p.numel()].view_as(p))
                         offset += p.numel()
-                    metrics[f"mmpareto/cos/{m}"] = cos
-                    metrics[f"mmpareto/weight_mm/{m}"] = w_mm
+                    ctx.log({f"mmpareto/cos/{m}": cos, f"mmpareto/weight_mm/{m}": w_mm})
                 start += size
-        return metrics

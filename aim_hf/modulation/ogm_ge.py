@@ -25,12 +25,12 @@ Modulation for Balanced Multimodal Learning") names it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
-from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Metric, Modulation, Paper, Summary
+from ..modeling import MultimodalModel
+from .base import HookContext, Metric, Modulation, Paper, Summary
 from .mechanics import StepSums, choose_scaling_mode, discrepancy_ratios, true_class_probabilities, with_sample_count
 
 # GE's noise std as a multiple of the gradient's std, per mode, when `noise_scale` is None. Under
@@ -114,11 +114,10 @@ class OGMGE(Modulation):
     Config = OGMGEConfig
     reads_gradients = True
 
-    def __init__(self, model: MultimodalModel, args) -> None:
-        super().__init__(model, args)
+    def __init__(self, model: MultimodalModel, *args: Any) -> None:
+        super().__init__(model, *args)
         self._scores = StepSums()  # per-modality sums of the true-class probability, then the sample count
         self.mode = "gradient" if self.config.mode == "auto" else self.config.mode
-        self._lr_scales: dict[str, float] = {}
 
     @property
     def noise_scale(self) -> float:
@@ -126,45 +125,42 @@ class OGMGE(Modulation):
         scale = self.config.noise_scale
         return DEFAULT_NOISE_SCALE[self.mode] if scale is None else scale
 
-    def use_optimizer(self, optimizer: torch.optim.Optimizer) -> str | None:
-        self.mode, warning = choose_scaling_mode(self.name, self.config.mode, optimizer, self.modalities)
-        return warning
+    def on_train_begin(self, ctx: HookContext) -> None:
+        self.mode, warning = choose_scaling_mode(self.name, self.config.mode, ctx.optimizer, self.modalities)
+        if warning:
+            ctx.warn(warning)
 
-    def lr_scales(self) -> dict[str, float]:
-        return self._lr_scales
-
-    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> None:
+    def on_forward_end(self, ctx: HookContext) -> None:
         with torch.no_grad():
-            sums = [true_class_probabilities(outputs.modality_logits[m], labels).sum() for m in self.modalities]
-            self._scores.add(with_sample_count(sums, labels))
-        return None
+            sums = [true_class_probabilities(ctx.outputs.modality_logits[m], ctx.labels).sum() for m in self.modalities]
+            self._scores.add(with_sample_count(sums, ctx.labels))
 
-    def step(
-        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
-    ) -> dict[str, float]:
-        self._lr_scales = {}
+    def on_gradients_ready(self, ctx: HookContext) -> None:
         totals = self._scores.reduce()
         if totals is None:
-            return {}
+            return
         scores = totals[:-1] / totals[-1]
         ratios, coeffs = ogm_coefficients(scores, self.config.alpha)
-        active = self.is_active(global_step, max_steps)
+        active = self.is_active(ctx.step, ctx.max_steps)
         if active:
             ks = coeffs.tolist()
             if self.mode == "update":
-                self._lr_scales = {m: k for m, k in zip(self.modalities, ks) if k != 1.0}
+                for m, k in zip(self.modalities, ks):
+                    if k != 1.0:
+                        ctx.scale_lr(m, k)
                 ks = [1.0] * len(ks)
-            self._modulate(model, ks, global_step)
+            self._modulate(ctx.model, ks, ctx.seed, ctx.step)
         metrics = {"ogm/active": float(active)}
         for i, m in enumerate(self.modalities):
             metrics[f"ogm/score/{m}"] = scores[i].item()
             metrics[f"ogm/ratio/{m}"] = ratios[i].item()
             metrics[f"ogm/coeff/{m}"] = coeffs[i].item() if active else 1.0
-        return metrics
+        ctx.log(metrics)
 
     @torch.no_grad()
-    def _modulate(self, model: MultimodalModel, coeffs: list[float], global_step: int) -> None:
-        """Multiply each modality's encoder gradients by its coefficient and, with GE, add the noise."""
+    def _modulate(self, model: MultimodalModel, coeffs: list[float], seed: int, global_step: int) -> None:
+        """Multiply each modality's encoder gradients by its coefficient and, with GE, add the noise
+        (drawn from a generator seeded by the run's `seed` and the step)."""
         if not self.config.noise and all(k == 1.0 for k in coeffs):
             return
         noisy: dict[torch.device, tuple[list[torch.Tensor], list[float]]] = {}
@@ -184,7 +180,7 @@ class OGMGE(Modulation):
                 torch._foreach_mul_(scaled, k)
         for device, (grads, scales) in noisy.items():
             generator = torch.Generator(device=device)
-            generator.manual_seed(self.args.seed * 1_000_003 + global_step)
+            generator.manual_seed(seed * 1_000_003 + global_step)
             add_gradient_noise(grads, generator, scales, self.noise_scale)
 
 

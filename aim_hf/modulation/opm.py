@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Metric, Modulation, Paper
-from .mechanics import StepSums, discrepancy_ratios, rank_and_world, true_class_probabilities, with_sample_count
+from ..modeling import MultimodalModel
+from .base import HookContext, Metric, Modulation, Paper
+from .mechanics import StepSums, discrepancy_ratios, true_class_probabilities, with_sample_count
 
 
 @dataclass
@@ -95,63 +95,51 @@ class OPM(Modulation):
     Config = OPMConfig
     forward_arguments = ("feature_keep",)
 
-    def __init__(self, model: MultimodalModel, args: Any) -> None:
-        super().__init__(model, args)
+    def __init__(self, model: MultimodalModel, *args: Any) -> None:
+        super().__init__(model, *args)
         # Drop probability per modality for the coming step (state: it decides the next step's draws).
         self.drop_prob = torch.zeros(len(self.modalities))
         self._sums = StepSums()  # per modality: score sums, kept counts; then the sample count
         self._keep: dict[str, torch.Tensor] | None = None
-        self._micro = 0  # micro-batches of the step under way so far
-        self._step = 0
-        self._rows = 0
 
-    def begin_micro_batch(self, global_step: int, labels: torch.Tensor, grad_scale: float | None = None) -> None:
-        self._step, self._rows = global_step, labels.shape[0]
-
-    def forward_kwargs(self) -> dict[str, Any]:
-        self._micro += 1
+    def on_micro_batch_begin(self, ctx: HookContext) -> None:
         self._keep = None
         if not bool((self.drop_prob > 0).any()):
-            return {}
-        rank, world = rank_and_world()
-        # Rows of the step's global batch before this micro-batch's: micro-batch j of process r is
-        # the dataloader's batch j * world + r (accelerate deals batches round-robin).
-        offset = ((self._micro - 1) * world + rank) * self.args.per_device_train_batch_size
-        generator = torch.Generator().manual_seed(self.args.seed * 1_000_003 + self._step)
-        uniform = torch.rand(offset + self._rows, len(self.modalities), generator=generator)[offset:]
+            return
+        # The step's draws for its global batch's rows up to this micro-batch's last, of which this
+        # micro-batch takes its own: a sample's draw depends on its place in the global batch only.
+        offset = ctx.first_example
+        generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + ctx.step)
+        uniform = torch.rand(offset + ctx.labels.shape[0], len(self.modalities), generator=generator)[offset:]
         device = next(self.model.parameters()).device
         self._keep = {
             m: (uniform[:, i] >= self.drop_prob[i]).float().to(device)
             for i, m in enumerate(self.modalities)
             if self.drop_prob[i] > 0
         }
-        return {"feature_keep": self._keep}
+        ctx.pass_to_forward(feature_keep=self._keep)
 
-    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> None:
+    def on_forward_end(self, ctx: HookContext) -> None:
         with torch.no_grad():
             sums, counts = [], []
             for m in self.modalities:
-                p = true_class_probabilities(outputs.modality_logits[m], labels)
+                p = true_class_probabilities(ctx.outputs.modality_logits[m], ctx.labels)
                 keep = self._keep[m] if self._keep and m in self._keep else torch.ones_like(p)
                 sums.append((p * keep).sum())
                 counts.append(keep.sum())
-            self._sums.add(with_sample_count(sums + counts, labels))
-        return None
+            self._sums.add(with_sample_count(sums + counts, ctx.labels))
 
-    def step(
-        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
-    ) -> dict[str, float]:
-        self._micro = 0
-        totals = self._sums.reduce_unless_skipped(model, grad_scale)
+    def on_gradients_ready(self, ctx: HookContext) -> None:
+        totals = self._sums.reduce_unless_skipped(ctx.model, ctx.grad_scale)
         if totals is None:  # nothing added, or a step the GradScaler skips: the state stays as it was
-            return {}
+            return
         num = len(self.modalities)
         sums, kept, count = totals[:num], totals[num : 2 * num], totals[-1]
         if bool((kept == 0).any()):  # a modality dropped from every sample has no score this step
-            return {}
+            return
         scores = sums / kept
         ratios, probs = drop_probabilities(scores, self.config.q_base, self.config.lam)
-        active = self.is_active(global_step + 1, max_steps)
+        active = self.is_active(ctx.step + 1, ctx.max_steps)
         self.drop_prob = probs.cpu() if active else torch.zeros(num)
         metrics = {"opm/active": float(active)}
         for i, m in enumerate(self.modalities):
@@ -159,7 +147,7 @@ class OPM(Modulation):
             metrics[f"opm/ratio/{m}"] = ratios[i].item()
             metrics[f"opm/drop_prob/{m}"] = self.drop_prob[i].item()
             metrics[f"opm/dropped/{m}"] = 1 - (kept[i] / count).item()
-        return metrics
+        ctx.log(metrics)
 
     def state_dict(self) -> dict[str, Any]:
         return {"drop_prob": self.drop_prob.clone()}

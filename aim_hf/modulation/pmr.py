@@ -26,8 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Metric, Modulation, Paper
+from ..modeling import MultimodalModel
+from .base import HookContext, Metric, Modulation, Paper
 from .mechanics import StepSums, discrepancy_ratios, with_sample_count
 
 
@@ -100,8 +100,8 @@ class PMR(Modulation):
     default_end = 0.54
     Config = PMRConfig
 
-    def __init__(self, model: MultimodalModel, args: Any) -> None:
-        super().__init__(model, args)
+    def __init__(self, model: MultimodalModel, *args: Any) -> None:
+        super().__init__(model, *args)
         self.num_labels = model.config.num_labels
         self.dims = {m: model.probes[m].in_features for m in self.modalities}
         # State: per modality the prototypes (classes, dim) and which classes have one; the weights.
@@ -116,14 +116,14 @@ class PMR(Modulation):
         """Whether every modality has a prototype for every class."""
         return all(bool(seen.all()) for seen in self.seen.values())
 
-    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> torch.Tensor | None:
+    def on_forward_end(self, ctx: HookContext) -> None:
+        outputs, labels = ctx.outputs, ctx.labels
         features = {m: outputs.depth_features[m][-1] for m in self.modalities}
         one_hot = F.one_hot(labels, self.num_labels).float()
         parts = []
         for m in self.modalities:
             parts += [(one_hot.T @ features[m].detach().float()).reshape(-1), one_hot.sum(0)]
         scores = torch.zeros(len(self.modalities), device=labels.device)
-        loss = None
         if self._ready():
             terms = []
             for i, m in enumerate(self.modalities):
@@ -132,16 +132,13 @@ class PMR(Modulation):
                 scores[i] = probs.detach().gather(1, labels[:, None]).sum()
                 entropy = -(probs * log_probs).sum(-1).mean()
                 terms.append(self.beta[i].item() * F.nll_loss(log_probs, labels) - self.mu[i].item() * entropy)
-            loss = sum(terms)
+            ctx.add_loss(sum(terms))
         self._stats.add(with_sample_count([*parts, scores], labels))
-        return loss
 
-    def step(
-        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
-    ) -> dict[str, float]:
-        totals = self._stats.reduce_unless_skipped(model, grad_scale)
+    def on_gradients_ready(self, ctx: HookContext) -> None:
+        totals = self._stats.reduce_unless_skipped(ctx.model, ctx.grad_scale)
         if totals is None:  # nothing added, or a step the GradScaler skips: the state stays as it was
-            return {}
+            return
         totals = totals.cpu()
         num, k = len(self.modalities), self.num_labels
         metrics: dict[str, float] = {}
@@ -150,7 +147,7 @@ class PMR(Modulation):
             ratios, beta, mu = pmr_coefficients(scores, self.config.alpha)
             if not self.config.entropy_regularizer:
                 mu = torch.zeros_like(mu)
-            active = self.is_active(global_step + 1, max_steps)
+            active = self.is_active(ctx.step + 1, ctx.max_steps)
             self.beta, self.mu = (beta, mu) if active else (torch.zeros(num), torch.zeros(num))
             metrics["pmr/active"] = float(active)
             for i, m in enumerate(self.modalities):
@@ -169,7 +166,7 @@ class PMR(Modulation):
             blended = torch.where(self.seen[m][:, None], mom * self.prototypes[m] + (1 - mom) * means, means)
             self.prototypes[m] = torch.where(present[:, None], blended, self.prototypes[m])
             self.seen[m] = self.seen[m] | present
-        return metrics
+        ctx.log(metrics)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -37,8 +37,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Metric, Modulation, Paper
+from ..modeling import MultimodalModel
+from .base import HookContext, Metric, Modulation, Paper
 from .mechanics import (
     EncoderAnchors,
     StepSums,
@@ -147,8 +147,8 @@ class RedReg(Modulation):
     Config = RedRegConfig
     reads_gradients = True  # the projection and the overflow check read `.grad`
 
-    def __init__(self, model: MultimodalModel, args: Any) -> None:
-        super().__init__(model, args)
+    def __init__(self, model: MultimodalModel, *args: Any) -> None:
+        super().__init__(model, *args)
         num = len(self.modalities)
         self.anchors = EncoderAnchors(model, self.modalities)
         # State: the last window + 1 steps' scores, and the redundancy's running mean.
@@ -159,7 +159,8 @@ class RedReg(Modulation):
         self._sums = StepSums()
         self._coeffs: dict[str, float] = {}
 
-    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> torch.Tensor:
+    def on_forward_end(self, ctx: HookContext) -> None:
+        outputs, labels = ctx.outputs, ctx.labels
         losses = unimodal_cross_entropies(outputs, self.modalities, labels)
         with torch.no_grad():
             shares = torch.stack([outputs.modality_logits[m].float() for m in self.modalities])  # (M, n, C)
@@ -171,21 +172,19 @@ class RedReg(Modulation):
             unit = F.normalize(shares, dim=-1)
             cosines = torch.einsum("anc,bnc->ab", unit, unit).flatten()
             self._sums.add(with_sample_count([scores, features, energies, cosines], labels))
-        return losses.sum()
+        ctx.add_loss(losses.sum())
 
-    def step(
-        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
-    ) -> dict[str, float]:
+    def on_gradients_ready(self, ctx: HookContext) -> None:
         self._coeffs = {}
-        totals = self._sums.reduce_unless_skipped(model, grad_scale)
+        totals = self._sums.reduce_unless_skipped(ctx.model, ctx.grad_scale)
         if totals is None:  # nothing added, or a step the GradScaler skips: the state stays as it was
-            return {}
+            return
         num = len(self.modalities)
         totals = totals.double().cpu()
         n = totals[-1]
         scores, features, energies = (totals[i * num : (i + 1) * num] / n for i in range(3))
         cosines = totals[3 * num : -1].view(num, num) / n
-        self.anchors.refresh_due(global_step, max(1, resolve_step(self.config.period, max_steps)))
+        self.anchors.refresh_due(ctx.step, max(1, resolve_step(self.config.period, ctx.max_steps)))
         self.history = torch.cat([self.history, scores[None]])[-(self.config.window + 1) :]
         growth = growth_rates(self.history, self.config.window)
         coupling = features / energies.clamp(min=EPS)
@@ -196,9 +195,9 @@ class RedReg(Modulation):
         others = [i for i in range(num) if i != d]
         gap = scores[d] - scores[others].mean()
         agreement = cosines[d, others].mean().item()
-        threshold = gate_threshold(self.config.gate_start, self.config.gate_end, global_step, max_steps)
+        threshold = gate_threshold(self.config.gate_start, self.config.gate_end, ctx.step, ctx.max_steps)
         beta = torch.exp(self.config.scale * torch.tanh(gap)).item()
-        active = self.is_active(global_step, max_steps)
+        active = self.is_active(ctx.step, ctx.max_steps)
         regulate = active and phase[d].item() > self.config.trigger and agreement > threshold
         if regulate:
             self._coeffs = {self.modalities[d]: beta}
@@ -213,11 +212,11 @@ class RedReg(Modulation):
             metrics[f"redreg/redundancy/{m}"] = redundancy[i].item()
             metrics[f"redreg/phase/{m}"] = phase[i].item()
             metrics[f"redreg/coeff/{m}"] = self._coeffs.get(m, 0.0)
-        return metrics
+        ctx.log(metrics)
 
-    def after_optimizer_step(self, model: MultimodalModel, optimizer: torch.optim.Optimizer) -> None:
+    def on_optimizer_step(self, ctx: HookContext) -> None:
         if self._coeffs:
-            self.anchors.pull(optimizer, self._coeffs, orthogonal=True)
+            self.anchors.pull(ctx.optimizer, self._coeffs, orthogonal=True)
         self._coeffs = {}
 
     def state_dict(self) -> dict[str, Any]:

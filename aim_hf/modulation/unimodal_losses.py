@@ -12,11 +12,12 @@ logged as `unimodal/loss/{m}`, averaged over the step's micro-batches and all pr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from ..modeling import MultimodalModel, MultimodalOutput
-from .base import Metric, Modulation
+from ..modeling import MultimodalModel
+from .base import HookContext, Metric, Modulation
 from .mechanics import StepSums, unimodal_cross_entropies
 
 
@@ -40,27 +41,25 @@ class UnimodalLosses(Modulation):
     default_start = 0.0
     Config = UnimodalLossesConfig
 
-    def __init__(self, model: MultimodalModel, args) -> None:
-        super().__init__(model, args)
+    def __init__(self, model: MultimodalModel, *args: Any) -> None:
+        super().__init__(model, *args)
         if self.start != 0 or self.end is not None:
-            # The loss is taken before a step's `step()` call, which alone knows the step number.
+            # The loss is on at every micro-batch: a window would need the step number in `on_forward_end`.
             raise ValueError(
                 "unimodal_losses is on for the whole training: leave modulation_start and modulation_end unset."
             )
         self._sums = StepSums()  # per-modality loss sums over the step's samples, then the count
 
-    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> torch.Tensor:
-        losses = unimodal_cross_entropies(outputs, self.modalities, labels)
-        n = float(labels.shape[0])
+    def on_forward_end(self, ctx: HookContext) -> None:
+        losses = unimodal_cross_entropies(ctx.outputs, self.modalities, ctx.labels)
+        n = float(ctx.labels.shape[0])
         batch = torch.cat([losses.detach() * n, torch.tensor([n], device=losses.device)])
         self._sums.add(batch)
-        return self.config.weight * losses.sum()
+        ctx.add_loss(self.config.weight * losses.sum())
 
-    def step(
-        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
-    ) -> dict[str, float]:
+    def on_gradients_ready(self, ctx: HookContext) -> None:
         totals = self._sums.reduce()
         if totals is None:
-            return {}
+            return
         totals = totals.tolist()
-        return {f"unimodal/loss/{m}": totals[i] / totals[-1] for i, m in enumerate(self.modalities)}
+        ctx.log({f"unimodal/loss/{m}": totals[i] / totals[-1] for i, m in enumerate(self.modalities)})

@@ -115,7 +115,7 @@ def test_compare_on_a_csv_of_paths_resumes_and_reruns_only_changed_runs(tmp_path
     assert "--only_modality" in runs["text"][0]["argv"] and "--seed" in runs["none"][1]["argv"]
     # The report: the verdict over 2 seeds with the paired difference the record gives, the tables, the plot.
     diff = [(a - b) * 100 for a, b in zip(losses["fused"], none["fused"])]
-    assert f"over 2 seeds): `unimodal_losses`" in report and f"{sum(diff) / 2:+.1f} [" in report
+    assert "over 2 seeds): `unimodal_losses`" in report and f"{sum(diff) / 2:+.1f} [" in report
     assert "| `text` alone |" in report and "| text |" in report and "| `unimodal_losses` |" in report
     assert (tmp_path / "out" / "compare_accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert str(tmp_path / "out" / "compare.md") in out

@@ -77,18 +77,18 @@ class RecordingCollator(MultimodalCollator):
 
 
 class CountingTrainer(AIMTrainer):
-    """An `AIMTrainer` that counts how often the modulation's `step` runs."""
+    """An `AIMTrainer` that counts how often the modulation's `on_gradients_ready` runs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.modulation_steps = 0
-        step = self.modulation.step
+        step = self.modulation.on_gradients_ready
 
-        def counted_step(*a: Any, **k: Any) -> dict[str, float]:
+        def counted_step(ctx: Any) -> None:
             self.modulation_steps += 1
-            return step(*a, **k)
+            step(ctx)
 
-        self.modulation.step = counted_step
+        self.modulation.on_gradients_ready = counted_step
 
 
 def whole_run(method: str) -> dict[str, float]:

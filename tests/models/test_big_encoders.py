@@ -129,19 +129,19 @@ def test_methods_that_read_no_gradients_train_the_same_without_them(method, enco
     is hidden from its step (None, as FSDP leaves the unwrapped parameters' and DeepSpeed's)."""
     _, plain = train(method, encoder_paths, tmp_path / "plain")
     trainer = make_trainer(method, encoder_paths, tmp_path / "blind", max_steps=STEPS, per_device_train_batch_size=BATCH)
-    step = trainer.modulation.step
+    step = trainer.modulation.on_gradients_ready
 
-    def blind_step(model: MultimodalModel, *args, **kwargs) -> dict[str, float]:
-        grads = {p: p.grad for p in model.parameters()}
+    def blind_step(ctx) -> None:
+        grads = {p: p.grad for p in ctx.model.parameters()}
         for p in grads:
             p.grad = None
         try:
-            return step(model, *args, **kwargs)
+            step(ctx)
         finally:
             for p, grad in grads.items():
                 p.grad = grad
 
-    trainer.modulation.step = blind_step
+    trainer.modulation.on_gradients_ready = blind_step
     trainer.train()
     blind = snapshot(trainer)
     assert_close(blind["logs"], plain["logs"], f"{method} logs")

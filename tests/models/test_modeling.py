@@ -117,24 +117,3 @@ def test_error_unknown_encoder(tmp_path):
 def test_error_single_modality(encoder_paths):
     with pytest.raises(ValueError, match="at least two"):
         MultimodalModel.from_encoders({"vision": encoder_paths["vision"]}, num_labels=2)
-
-
-def test_unit_masks_auxiliary_pass_equals_full_recompute(build_model, build_processor):
-    """The auxiliary pass replays the layers before the first masked group; in eval mode (no
-    dropout) it must equal a full recompute with the same units switched off."""
-    model = build_model().eval()
-    batch = _batch(build_processor, ("vision", "audio", "text"))
-    units = model.unit_modules("vision")[2]
-    name, module = next(iter(units.items()))
-    mask = torch.ones(module.out_features)
-    mask[::2] = 0
-    out = model(**batch, unit_masks={"vision": {name: mask}})
-
-    # Full recompute: mask the units with a hook and run the whole model again.
-    handle = module.register_forward_hook(lambda mod, args, output: output * mask)
-    try:
-        full = model(**batch)
-    finally:
-        handle.remove()
-    torch.testing.assert_close(out.auxiliary_logits, full.logits, rtol=1e-6, atol=1e-6)
-    assert not torch.allclose(out.auxiliary_logits, out.logits)

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from hooks import forward_end, gradients_ready
 
 from aim_hf import AIMTrainer
 from aim_hf.modeling import MultimodalOutput
@@ -63,14 +64,14 @@ def test_coefficients_match_formula_over_two_steps(build_model, make_args):
     labels = torch.tensor([0, 1])
     vision, audio = _vision_right(), torch.zeros(2, 32)  # vision right, audio uniform
     for rows in (slice(0, 1), slice(1, 2)):  # two micro-batches
-        agm.compute_loss(_outputs(vision[rows], audio[rows]), labels[rows])
+        forward_end(agm, _outputs(vision[rows], audio[rows]), labels[rows])
     s_v = (-math.log(math.exp(2) / (math.exp(2) + 2)) - math.log(math.exp(1) / (math.exp(1) + 2))) / 2
     s_a = math.log(3)
     r_v, r_a = math.exp(s_a - s_v), math.exp(s_v - s_a)
     k_v, k_a = math.exp(0.5 * (1 - r_v)), math.exp(0.5 * (1 - r_a))  # first step: target ratio 1
     for p in model.encoders.parameters():
         p.grad = torch.ones_like(p)
-    metrics = agm.step(model, global_step=0, max_steps=10)
+    metrics = gradients_ready(agm, step=0, max_steps=10).metrics
     assert metrics["agm/score/vision"] == pytest.approx(s_v, rel=1e-5)
     assert metrics["agm/ratio/vision"] == pytest.approx(r_v, rel=1e-5)
     assert metrics["agm/coeff/vision"] == pytest.approx(k_v, rel=1e-5) and k_v < 1
@@ -79,8 +80,8 @@ def test_coefficients_match_formula_over_two_steps(build_model, make_args):
         assert all(torch.allclose(p.grad, torch.full_like(p, k)) for p in model.encoders[m].parameters())
 
     # Second step, audio now as good as vision: the target is the first step's ratio.
-    agm.compute_loss(_outputs(vision, vision), labels)
-    metrics = agm.step(model, global_step=1, max_steps=10)
+    forward_end(agm, _outputs(vision, vision), labels)
+    metrics = gradients_ready(agm, step=1, max_steps=10).metrics
     assert metrics["agm/ratio/vision"] == pytest.approx(1.0)
     assert metrics["agm/target_ratio/vision"] == pytest.approx(r_v, rel=1e-5)
     assert metrics["agm/coeff/vision"] == pytest.approx(math.exp(0.5 * (r_v - 1)), rel=1e-5)
@@ -95,12 +96,12 @@ def test_update_mode_scales_the_learning_rate_not_the_gradient(build_model, make
     agm = trainer.modulation
     assert agm.mode == "update"
     labels = torch.tensor([0, 1])
-    agm.compute_loss(_outputs(_vision_right(), torch.zeros(2, 32)), labels)
+    forward_end(agm, _outputs(_vision_right(), torch.zeros(2, 32)), labels)
     for p in model.encoders.parameters():
         p.grad = torch.ones_like(p)
-    metrics = agm.step(model, global_step=0, max_steps=10)
-    assert agm.lr_scales() == pytest.approx({m: metrics[f"agm/coeff/{m}"] for m in ("vision", "audio")})
-    assert agm.lr_scales()["audio"] > 1 > agm.lr_scales()["vision"]
+    ctx = gradients_ready(agm, step=0, max_steps=10)
+    assert ctx.lr_scales == pytest.approx({m: ctx.metrics[f"agm/coeff/{m}"] for m in ("vision", "audio")})
+    assert ctx.lr_scales["audio"] > 1 > ctx.lr_scales["vision"]
     assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.encoders.parameters())
     sgd = AIMTrainer(build_model(("vision", "audio")), args=make_args(modulation="agm", optim="sgd"))
     sgd.create_optimizer()
@@ -110,10 +111,11 @@ def test_update_mode_scales_the_learning_rate_not_the_gradient(build_model, make
 def test_inactive_outside_window_still_tracks_the_scores(build_model, make_args):
     model = build_model(("vision", "audio"))
     agm = build_modulation("agm", model, make_args(modulation="agm", modulation_start=5))
-    agm.compute_loss(_outputs(torch.randn(2, 32) * 5, torch.zeros(2, 32)), torch.tensor([0, 1]))
+    forward_end(agm, _outputs(torch.randn(2, 32) * 5, torch.zeros(2, 32)), torch.tensor([0, 1]))
     for p in model.encoders.parameters():
         p.grad = torch.ones_like(p)
-    metrics = agm.step(model, global_step=4, max_steps=10)
-    assert metrics["agm/active"] == 0.0 and metrics["agm/coeff/vision"] == 1.0 and agm.lr_scales() == {}
+    ctx = gradients_ready(agm, step=4, max_steps=10)
+    metrics = ctx.metrics
+    assert metrics["agm/active"] == 0.0 and metrics["agm/coeff/vision"] == 1.0 and ctx.lr_scales == {}
     assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.encoders.parameters())
     assert agm.state_dict()["score_steps"] == 1

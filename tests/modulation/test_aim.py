@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hooks import forward_end, gradients_ready, train_forward
 from tiny import NUM_LABELS, make_rows
 
 from aim_hf import AIMTrainer, MultimodalCollator
@@ -53,8 +54,8 @@ def test_prototypes_scores_and_strengths_match_direct_computation(build_model, m
     # Step 0: two micro-batches seed the prototypes with the class means; no score yet.
     labels_a, labels_b = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 2])
     out_a, out_b = _outputs(labels_a), _outputs(labels_b)
-    assert aim.compute_loss(out_a, labels_a) is None and aim.compute_loss(out_b, labels_b) is None
-    metrics = aim.step(aim.model, 0, 10)
+    assert forward_end(aim, out_a, labels_a).loss is None and forward_end(aim, out_b, labels_b).loss is None
+    metrics = gradients_ready(aim, 0, 10).metrics
     labels_ab = torch.cat([labels_a, labels_b])
     for m in TWO:
         for d in range(4):
@@ -66,8 +67,8 @@ def test_prototypes_scores_and_strengths_match_direct_computation(build_model, m
     # Step 1 (class 2 absent): scores against step 0's prototypes; EMA for the classes present only.
     labels_c = torch.tensor([0, 0, 1])
     out_c = _outputs(labels_c)
-    aim.compute_loss(out_c, labels_c)
-    metrics = aim.step(aim.model, 1, 10)
+    forward_end(aim, out_c, labels_c)
+    metrics = gradients_ready(aim, 1, 10).metrics
     scores_1 = {}
     for m in TWO:
         for d in range(4):
@@ -90,8 +91,8 @@ def test_prototypes_scores_and_strengths_match_direct_computation(build_model, m
     prototypes_1 = {m: [p.clone() for p in ps] for m, ps in aim.prototypes.items()}
     labels_d = torch.tensor([2, 1, 0])
     out_d = _outputs(labels_d)
-    aim.compute_loss(out_d, labels_d)
-    metrics = aim.step(aim.model, 2, 10)
+    forward_end(aim, out_d, labels_d)
+    metrics = gradients_ready(aim, 2, 10).metrics
     for m in TWO:
         step_score = _true_class_prob(out_d.depth_features[m][0], prototypes_1[m][0], labels_d, 0.1).item()
         expected = 0.9 * scores_1[m, 0] + 0.1 * step_score
@@ -113,11 +114,11 @@ def test_importance_and_masks_pick_the_most_important_units(build_model, make_ar
     expected = {}
     for step in range(2):
         labels = torch.tensor([0, 1, 2, 0, 1, 2])
-        aim.compute_loss(_outputs(labels), labels)
+        forward_end(aim, _outputs(labels), labels)
         grads = {p: torch.randn_like(p) for p in model.parameters()}
         for p, g in grads.items():
             p.grad = g
-        metrics = aim.step(model, step, 10)
+        metrics = gradients_ready(aim, step, 10).metrics
         for m in TWO:
             for name, module in units[m].items():
                 value = unit_importance(module)
@@ -135,8 +136,8 @@ def test_importance_and_masks_pick_the_most_important_units(build_model, make_ar
     # state untouched: importance, prototypes, scores and the next step's masks.
     before = aim.state_dict()
     next(iter(units["audio"].values())).weight.grad[0, 0] = float("inf")
-    aim.compute_loss(_outputs(labels), labels)
-    assert aim.step(model, 2, 10, grad_scale=1.0) == {}
+    forward_end(aim, _outputs(labels), labels)
+    assert gradients_ready(aim, 2, 10, grad_scale=1.0).metrics == {}
     after = aim.state_dict()
     for key in ("importance", "masks"):
         for m in before[key]:
@@ -144,7 +145,7 @@ def test_importance_and_masks_pick_the_most_important_units(build_model, make_ar
     assert all(torch.equal(before["scores"][m], after["scores"][m]) for m in TWO)
     assert all(torch.equal(a, b) for m in TWO for a, b in zip(before["prototypes"][m], after["prototypes"][m]))
 
-    masks = aim.forward_kwargs()["unit_masks"]
+    masks = aim.masks
     assert set(masks) == {"vision"}  # the informative modality is the strong one at every depth
     for d, group in enumerate(model.unit_modules("vision")):
         lam = metrics[f"aim/lambda/vision/depth_{d}"]
@@ -167,12 +168,12 @@ def test_masks_only_inside_the_modulation_window(build_model, make_args):
     has_masks = []
     for step in range(5):
         labels = torch.tensor([0, 1, 2, 0, 1, 2])
-        aim.compute_loss(_outputs(labels), labels)
+        forward_end(aim, _outputs(labels), labels)
         for p in model.parameters():
             p.grad = torch.randn_like(p)
-        metrics = aim.step(model, step, 10)
+        metrics = gradients_ready(aim, step, 10).metrics
         assert metrics["aim/active"] == float(2 <= step < 4)
-        has_masks.append(bool(aim.forward_kwargs()))  # the masks of step + 1
+        has_masks.append(bool(aim.masks))  # the masks of step + 1
     assert has_masks == [False, True, True, False, False]
 
 
@@ -212,9 +213,9 @@ def test_auxiliary_blocks_zero_gradient_and_equal_full_recompute(build_model, bu
     aim.masks, _ = aim._build_masks({"vision": [0.0, 0.0, 0.6, 0.6], "audio": [0.0, 0.8, 0.0, 0.0]})
     batch = MultimodalCollator(build_processor(TWO))(make_rows(6, TWO))
     labels = batch["labels"]
-    out = model(**batch, **aim.forward_kwargs())
-    loss = aim.compute_loss(out, labels)
-    torch.testing.assert_close(loss, F.cross_entropy(out.auxiliary_logits, labels))
+    ctx = train_forward(aim, model, batch)
+    loss = ctx.loss
+    assert not ctx.forward_kwargs  # the auxiliary pass is AIM's own: the model's forward takes nothing of it
     loss.backward()
     for m in TWO:
         for group in model.unit_modules(m):
@@ -246,7 +247,8 @@ def test_auxiliary_blocks_zero_gradient_and_equal_full_recompute(build_model, bu
     finally:
         for h in handles:
             h.remove()
-    torch.testing.assert_close(out.auxiliary_logits, full.logits, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(loss, F.cross_entropy(full.logits, labels), rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(full.logits, ctx.outputs.logits)
 
 
 def _train(

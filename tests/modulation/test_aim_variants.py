@@ -9,13 +9,22 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hooks import forward_end, gradients_ready, train_forward
 from tiny import NUM_LABELS, make_rows
 from transformers import ResNetConfig, ResNetModel
 
-from aim_hf import MultimodalCollator, MultimodalModel
+from aim_hf import AIMTrainer, MultimodalCollator, MultimodalModel
 from aim_hf.modeling import MultimodalOutput
 from aim_hf.modulation import build_modulation
-from aim_hf.modulation.aim.strengths import capped_strengths, dam_strengths, weak_capacities, weak_strengths
+from aim_hf.modulation.aim.auxiliary import encode_from_depth
+from aim_hf.modulation.aim.bounded import BoundedAuxiliaryGradients
+from aim_hf.modulation.aim.strengths import (
+    capped_strengths,
+    dam_strengths,
+    dominant_modalities,
+    weak_capacities,
+    weak_strengths,
+)
 
 TWO = ("vision", "audio")
 
@@ -55,19 +64,17 @@ def test_encode_from_depth_decodes_a_depth_output_as_the_normal_pass(
             outputs = model.depth_outputs(m, inputs)
             assert len(outputs) == 4
             for d, hidden in enumerate(outputs):
-                decoded = model.encode_from_depth(m, d, hidden, inputs)
+                decoded = encode_from_depth(model, m, d, hidden, inputs)
                 torch.testing.assert_close(decoded, out.depth_features[m][-1], rtol=1e-5, atol=1e-6)
             # Decoding something else changes the result (the entry point does use `hidden`).
-            assert not torch.allclose(model.encode_from_depth(m, 0, outputs[0] + 1, inputs), out.depth_features[m][-1])
+            assert not torch.allclose(encode_from_depth(model, m, 0, outputs[0] + 1, inputs), out.depth_features[m][-1])
 
 
 def _refreshed(model, batch, make_args, **options):
     """An AIM (learned prototypes, `options` its own) after one training forward and the step-0 refresh."""
     aim = build_modulation("aim", model, make_args(modulation="aim", modulation_start=0, modulation_kwargs=options))
-    out = model(**batch)
-    aim.compute_loss(out, batch["labels"])
-    metrics = aim.step(model, 0, 10)
-    return aim, metrics
+    train_forward(aim, model, batch)
+    return aim, gradients_ready(aim, 0, 10).metrics
 
 
 @pytest.mark.parametrize("kind", ["transformers", "resnet"])
@@ -84,11 +91,10 @@ def test_learned_prototypes_are_learned_with_the_model_frozen(
     modes = {n: mod.training for n, mod in model.named_modules()}
     args = make_args(modulation="aim", modulation_start=0, modulation_kwargs={"prototype_iters": 30})
     aim = build_modulation("aim", model, args)
-    out = model(**batch)
-    aim.compute_loss(out, batch["labels"])
+    train_forward(aim, model, batch)
     buffers = {n: b.clone() for n, b in model.named_buffers()}  # batch-norm statistics after the forward
     rng = torch.get_rng_state()
-    metrics = aim.step(model, 0, 10)
+    metrics = gradients_ready(aim, 0, 10).metrics
 
     # Frozen: no gradient, weight, buffer (batch-norm statistics), mode or global RNG draw changed.
     assert all(torch.equal(p.grad, grads[n]) for n, p in model.named_parameters())
@@ -131,11 +137,10 @@ def test_learned_score_and_refresh_schedule(build_model, build_processor, make_a
     aim = build_modulation("aim", model, args)
     history, losses = [], []
     for step in range(4):
-        out = model(**batch)
-        aim.compute_loss(out, labels)
+        out = train_forward(aim, model, batch).outputs
         for p in model.parameters():
             p.grad = torch.randn_like(p)
-        metrics = aim.step(model, step, 10)
+        metrics = gradients_ready(aim, step, 10).metrics
         history.append({m: [p.clone() for p in ps] for m, ps in aim.prototypes.items()})
         losses.append(metrics["aim/prototype_loss"])  # the latest refresh's
         if step == 1:  # scored against step 0's prototypes, pooled as the model pools (token mean)
@@ -174,10 +179,10 @@ def _informative_vision_steps(aim, model, steps: int) -> dict[str, float]:
             "vision": tuple(F.one_hot(labels, 32).float() * 2 + 0.3 * torch.randn(6, 32) for _ in range(4)),
             "audio": tuple(torch.randn(6, 32) for _ in range(4)),
         }
-        aim.compute_loss(MultimodalOutput(depth_features=features), labels)
+        forward_end(aim, MultimodalOutput(depth_features=features), labels)
         for p in model.parameters():
             p.grad = torch.randn_like(p)
-        metrics = aim.step(model, step, 10)
+        metrics = gradients_ready(aim, step, 10).metrics
     return metrics
 
 
@@ -196,6 +201,19 @@ def test_weak_capacities_and_capped_strengths():
     assert capped_strengths(lambdas, c, "min")["a"][0] == pytest.approx(0.2)
     assert capped_strengths(lambdas, c, "min")["b"] == [0.0]
 
+
+
+def test_the_least_modulated_modality_always_learns_from_the_auxiliary_loss():
+    """`weak_only` detaches the modalities with an Auxiliary Block, but never the least modulated:
+    when the weak modality out-scores the dominant one at one depth, both have a block."""
+    one_sided = {"vision": [0.05, 0.4, 0.5, 0.4], "audio": [0.0, 0.0, 0.0, 0.0]}
+    assert dominant_modalities(one_sided, 0.1) == ["vision"]
+    both = {"vision": [0.0, 0.4, 0.5, 0.4], "audio": [0.3, 0.0, 0.0, 0.0]}
+    assert dominant_modalities(both, 0.1) == ["vision"]  # before: ["vision", "audio"], L_aux trained nothing
+    assert dominant_modalities(both, 0.35) == ["vision"]  # audio's block is below min_lambda
+    three = {"vision": [0.0, 0.4], "audio": [0.3, 0.0], "text": [0.2, 0.3]}
+    assert dominant_modalities(three, 0.1) == ["vision", "text"]
+    assert dominant_modalities({"vision": [0.3, 0.0], "audio": [0.0, 0.3]}, 0.1) == []  # alike: both learn
 
 @pytest.mark.parametrize("cap", ["none", "min"])
 def test_dam_cap_bounds_the_logged_strengths_and_the_masks(cap, build_model, make_args):
@@ -253,8 +271,8 @@ def _region(grads, prefix):
 def test_aux_trains_decides_what_the_auxiliary_loss_reaches(trains, build_model, build_processor, make_args):
     model, batch, aim = _with_masks(build_model, build_processor, make_args, aux_trains=trains)
     plain = _grads(model, model(**batch).loss)
-    out = model(**batch, **aim.forward_kwargs())
-    grads = _grads(model, out.loss + aim.compute_loss(out, batch["labels"]))
+    ctx = train_forward(aim, model, batch)
+    grads = _grads(model, ctx.outputs.loss + ctx.loss)
     same = lambda prefix: all(  # noqa: E731
         torch.allclose(grads[n], g, rtol=1e-5, atol=1e-7) for n, g in _region(plain, prefix).items()
     )
@@ -276,3 +294,44 @@ def test_masks_switch_off_the_most_important_units(build_model, make_args):
         off, kept = importance[mask == 0], importance[mask == 1]
         assert off.numel() == math.ceil(0.6 * 0.5 * importance.numel())
         assert off.min() >= kept.max()
+
+
+def test_bounded_auxiliary_gradients_add_at_most_the_task_gradient():
+    """`aux_bound="task"`: per group, `.grad += min(1, |g_task| / |g_aux|) * g_aux`, with `g_aux`
+    averaged over the step's micro-batches as the trainer's backward averages `.grad`."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    bounded = BoundedAuxiliaryGradients({"a": list(a.parameters()), "b": list(b.parameters()), "none": []})
+    xs = [torch.randn(4, 3) for _ in range(2)]
+    aux = {"a": [], "b": []}
+    for x in xs:  # two micro-batches: L_aux large on a, small on b; the task loss's backward halved
+        aux_loss = 10 * a(x).pow(2).sum() + 0.01 * b(x).pow(2).sum()
+        for name, layer in (("a", a), ("b", b)):
+            aux[name].append(torch.autograd.grad(aux_loss, list(layer.parameters()), retain_graph=True))
+        bounded.add(aux_loss, ["a", "b"], grad_scale=None)
+        ((a(x).sum() + b(x).sum()) / 2).backward()
+    task = {name: [p.grad.clone() for p in layer.parameters()] for name, layer in (("a", a), ("b", b))}
+    factors = bounded.apply(torch.nn.ModuleList([a, b]), grad_scale=None)
+    for name, layer in (("a", a), ("b", b)):
+        g_aux = [(g0 + g1) / 2 for g0, g1 in zip(*aux[name])]
+        norm = lambda gs: torch.cat([g.flatten() for g in gs]).norm().item()  # noqa: E731
+        expected = min(1.0, norm(task[name]) / norm(g_aux))
+        assert factors[name] == pytest.approx(expected, rel=1e-5)
+        for p, t, g in zip(layer.parameters(), task[name], g_aux):
+            torch.testing.assert_close(p.grad, t + expected * g)
+    assert factors["a"] < 1 and factors["b"] == 1.0  # a's L_aux gradient is bounded, b's is not
+    assert bounded.apply(torch.nn.ModuleList([a, b]), grad_scale=None) == {}  # consumed
+
+
+def test_aim_with_the_bound_trains_and_logs_its_factors(build_model, build_processor, build_dataset, make_args):
+    options = {"aux_bound": "task", "prototypes": "class_mean", "dam_cap": "none"}  # audio is noise: no cap
+    trainer = AIMTrainer(
+        model=build_model(TWO),
+        args=make_args(modulation="aim", modulation_start=0, max_steps=6, logging_steps=1, modulation_kwargs=options),
+        train_dataset=build_dataset(24, TWO, informative="vision"),
+        processing_class=build_processor(TWO),
+    )
+    trainer.train()
+    factors = [v for e in trainer.state.log_history for k, v in e.items() if k.startswith("aim/aux_factor/")]
+    assert factors and all(0 < f <= 1 for f in factors)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())

@@ -13,9 +13,10 @@ from transformers import TrainerCallback
 from aim_hf import MODULATIONS, AIMConfig, Modulation
 from aim_hf.cli import main
 from aim_hf.scripts.train import parse_train_args
-from aim_hf.modulation import AIM, MLA, OGMGE, Composition, UnimodalLosses
+from aim_hf.modulation import AIM, MLA, OGMGE, Composition, HookContext, UnimodalLosses
 from aim_hf.trainer import MODULATION_STATE_NAME
 from dist_train import assert_close, make_trainer
+from hooks import gradients_ready, train_forward
 
 
 # ------------------------------------------------------------------ methods made for these tests
@@ -24,11 +25,11 @@ class Double(Modulation):
 
     name = "double"
 
-    def step(self, model, global_step, max_steps, grad_scale=None):
-        for p in model.parameters():
+    def on_gradients_ready(self, ctx):
+        for p in ctx.model.parameters():
             if p.grad is not None:
                 p.grad.mul_(2)
-        return {"double/done": 1.0}
+        ctx.log({"double/done": 1.0})
 
 
 class Record(Modulation):
@@ -36,27 +37,28 @@ class Record(Modulation):
 
     name = "record"
 
-    def __init__(self, model, args) -> None:
-        super().__init__(model, args)
+    def __init__(self, model, *args) -> None:
+        super().__init__(model, *args)
         self.norms: list[float] = []
 
-    def step(self, model, global_step, max_steps, grad_scale=None):
-        self.norms.append(torch.cat([p.grad.flatten() for p in model.fusion.parameters()]).norm().item())
-        return {"record/norm": self.norms[-1]}
+    def on_gradients_ready(self, ctx):
+        self.norms.append(torch.cat([p.grad.flatten() for p in ctx.model.fusion.parameters()]).norm().item())
+        ctx.log({"record/norm": self.norms[-1]})
 
 
 class SlowVision(Modulation):
     name = "slow_vision"
 
-    def lr_scales(self):
-        return {"vision": 0.5}
+    def on_gradients_ready(self, ctx):
+        ctx.scale_lr("vision", 0.5)
 
 
 class SlowVisionFastAudio(Modulation):
     name = "slow_vision_fast_audio"
 
-    def lr_scales(self):
-        return {"vision": 0.4, "audio": 2.0}
+    def on_gradients_ready(self, ctx):
+        ctx.scale_lr("vision", 0.4)
+        ctx.scale_lr("audio", 2.0)
 
 
 class Replacer(Modulation):
@@ -64,8 +66,8 @@ class Replacer(Modulation):
 
     name = "replacer"
 
-    def evaluation_logits(self, outputs):
-        return outputs.modality_logits["vision"]
+    def on_prediction_step(self, ctx):
+        ctx.replace_logits(ctx.outputs.modality_logits["vision"])
 
 
 @pytest.fixture
@@ -73,6 +75,12 @@ def registered(monkeypatch):
     """The test methods above, registered for the duration of a test."""
     for cls in (Double, Record, SlowVision, SlowVisionFastAudio, Replacer):
         monkeypatch.setitem(MODULATIONS, cls.name, cls)
+
+
+def with_rng(seed, function, *args):
+    """`function(*args)` from the global RNG state `seed` (a training forward draws dropout)."""
+    torch.manual_seed(seed)
+    return function(*args)
 
 
 def first_batch(trainer):
@@ -177,18 +185,18 @@ def test_loss_of_a_composition_is_the_sum_of_its_members_terms(encoder_paths, tm
         "unimodal_losses", encoder_paths, tmp_path / "u", modulation_kwargs={"weight": 0.5}
     ).modulation
     batch = first_batch(composed)
-    labels = batch["labels"]
     model = composed.model
-    outputs = model(**batch, unit_masks=half_masks(model, "vision"))  # an auxiliary pass: AIM has a term
-    total = composed.modulation.compute_loss(outputs, labels)
-    terms = [aim.compute_loss(outputs, labels), unimodal.compute_loss(outputs, labels)]
+    for method in (composed.modulation.members[0], aim):  # an auxiliary pass: AIM has a term
+        method.masks = half_masks(model, "vision")
+    total = with_rng(0, train_forward, composed.modulation, model, batch).loss
+    terms = [with_rng(0, train_forward, method, model, batch).loss for method in (aim, unimodal)]
     assert all(term is not None and term.item() > 0 for term in terms)
     torch.testing.assert_close(total, terms[0] + terms[1])
 
 
 def test_lr_scales_multiply(registered, encoder_paths, tmp_path):
     trainer = make_trainer("slow_vision+slow_vision_fast_audio", encoder_paths, tmp_path, max_steps=2)
-    assert trainer.modulation.lr_scales() == pytest.approx({"vision": 0.2, "audio": 2.0})
+    assert gradients_ready(trainer.modulation, 0, 2).lr_scales == pytest.approx({"vision": 0.2, "audio": 2.0})
 
     class LearningRates(TrainerCallback):  # runs after the trainer's own callback has scaled them
         def __init__(self):
@@ -225,17 +233,16 @@ def test_forward_arguments_merge(encoder_paths, tmp_path):
     aim.masks = half_masks(model, "audio")
     opm.drop_prob = torch.tensor([1.0, 0.0, 0.0])  # drop every vision feature
     batch = first_batch(trainer)
-    trainer.modulation.begin_micro_batch(0, batch["labels"])
-    kwargs = trainer.modulation.forward_kwargs()
-    assert {"unit_masks", "feature_keep"} <= set(kwargs) and set(kwargs["feature_keep"]) == {"vision"}
+    ctx = train_forward(trainer.modulation, model, batch)
+    kwargs = ctx.forward_kwargs
+    assert set(kwargs) == {"feature_keep"} and set(kwargs["feature_keep"]) == {"vision"}
     assert not kwargs["feature_keep"]["vision"].any()
-    outputs = model(**batch, **kwargs)
     plain = model(**batch)
-    assert outputs.auxiliary_logits is not None  # AIM's masked pass ran ...
-    assert not torch.allclose(outputs.logits, plain.logits)  # ... and OPM's drop reached the fusion
+    assert ctx.loss is not None  # AIM's masked pass ran ...
+    assert not torch.allclose(ctx.outputs.logits, plain.logits)  # ... and OPM's drop reached the fusion
 
 
-PASS_FORWARD_ARGUMENTS = [name for name, cls in MODULATIONS.items() if cls.forward_kwargs is not Modulation.forward_kwargs]
+PASS_FORWARD_ARGUMENTS = [name for name, cls in MODULATIONS.items() if cls.forward_arguments]
 
 
 @pytest.mark.parametrize("method", PASS_FORWARD_ARGUMENTS)
@@ -244,14 +251,13 @@ def test_methods_declare_the_forward_arguments_they_pass(method, encoder_paths, 
     in its `forward_arguments`."""
     trainer = make_trainer(method, encoder_paths, tmp_path, max_steps=3)
     passed: set[str] = set()
-    forward_kwargs = trainer.modulation.forward_kwargs
+    begin = trainer.modulation.on_micro_batch_begin
 
-    def recorded():
-        kwargs = forward_kwargs()
-        passed.update(kwargs)
-        return kwargs
+    def recorded(ctx):
+        begin(ctx)
+        passed.update(ctx.forward_kwargs)
 
-    trainer.modulation.forward_kwargs = recorded
+    trainer.modulation.on_micro_batch_begin = recorded
     trainer.train()
     assert passed and passed <= set(type(trainer.modulation).forward_arguments)
 
@@ -264,11 +270,16 @@ def test_evaluation_logits_warnings_and_windows(encoder_paths, tmp_path):
     with torch.no_grad():
         outputs = trainer.model(**batch)
     # The one member that replaces the evaluation logits decides them.
-    torch.testing.assert_close(trainer.modulation.evaluation_logits(outputs), mla.evaluation_logits(outputs))
+    composed_ctx, mla_ctx = (HookContext(model=trainer.model, outputs=outputs) for _ in range(2))
+    trainer.modulation.on_prediction_step(composed_ctx)
+    mla.on_prediction_step(mla_ctx)
+    torch.testing.assert_close(composed_ctx.logits, mla_ctx.logits)
     # The members' optimizer warnings are joined.
     kwargs = {"ogm_ge": {"mode": "gradient"}, "agm": {"mode": "gradient"}}
     composed = make_trainer("ogm_ge+agm", encoder_paths, tmp_path / "warn", modulation_kwargs=kwargs).modulation
-    warning = composed.use_optimizer(torch.optim.AdamW(torch.nn.Linear(2, 2).parameters()))
+    ctx = HookContext(model=composed.model, optimizer=torch.optim.AdamW(torch.nn.Linear(2, 2).parameters()))
+    composed.on_train_begin(ctx)
+    warning = " ".join(ctx.warnings)
     assert warning.startswith("ogm_ge with mode='gradient'") and "agm with mode='gradient'" in warning
     # Each member keeps its own window: AIM warms up for a tenth of the steps, OGM-GE starts at once.
     composed = make_trainer("aim+ogm_ge", encoder_paths, tmp_path / "window", modulation_start=None).modulation

@@ -189,8 +189,8 @@ class Dummy(Modulation):
     default_start, default_end = 0.25, 0.75
     Config = DummyConfig
 
-    def step(self, model, global_step, max_steps, grad_scale=None):
-        return {f"dummy/strength/{m}": self.config.strength * (i + 1) for i, m in enumerate(self.modalities)}
+    def on_gradients_ready(self, ctx):
+        ctx.log({f"dummy/strength/{m}": self.config.strength * (i + 1) for i, m in enumerate(self.modalities)})
 
 
 def test_a_registered_method_reaches_every_place(monkeypatch, capsys, encoder_paths, processors, tmp_path):

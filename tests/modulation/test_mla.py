@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from aim_hf import AIMTrainer, MultimodalCollator
 from aim_hf.modulation import build_modulation
+from aim_hf.modulation.base import HookContext
 from aim_hf.modulation.mla import entropy_weighted_logits, unimodal_head_logits
 
 MODALITIES = ("vision", "audio", "text")
@@ -38,7 +39,7 @@ def test_each_step_trains_one_modality_through_the_shared_head(
         alone = unimodal_head_logits(model, {m: f.detach() for m, f in final.items()})["audio"]
     torch.testing.assert_close(outputs.fused_loss, F.cross_entropy(alone, batch["labels"]))
     loss.backward()
-    trainer.modulation.step(model, global_step=4, max_steps=10)
+    trainer.modulation.on_gradients_ready(HookContext(model=model, step=4, max_steps=10))
     assert all(p.grad is None for m in ("vision", "text") for p in model.encoders[m].parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoders["audio"].parameters())
 
@@ -53,8 +54,9 @@ def test_head_gradient_is_projected_orthogonal_to_the_previous_steps(build_model
     def step(mla, g, global_step):
         for p, piece in zip(head, g.split(sizes)):
             p.grad = piece.view_as(p).clone()
-        metrics = mla.step(model, global_step=global_step, max_steps=10)
-        return torch.cat([p.grad.reshape(-1) for p in head]), metrics
+        ctx = HookContext(model=model, step=global_step, max_steps=10)
+        mla.on_gradients_ready(ctx)
+        return torch.cat([p.grad.reshape(-1) for p in head]), ctx.metrics
 
     mla = build_modulation("mla", model, make_args(modulation="mla"))
     first, metrics = step(mla, g1, 0)

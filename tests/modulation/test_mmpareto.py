@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from aim_hf import AIMTrainer, MultimodalCollator
+from aim_hf.modulation.base import HookContext
 from aim_hf.modulation.mmpareto import pareto_combine, pareto_weights
 
 MODALITIES = ("vision", "audio", "text")
@@ -94,7 +95,9 @@ def test_encoder_gradient_is_the_combination_of_the_hand_gradients(
         scale = loss_scale
     for half in halves:
         (trainer.compute_loss(model, half) * scale / 2).backward()
-    metrics = trainer.modulation.step(model, global_step=0, max_steps=10, grad_scale=loss_scale)
+    ctx = HookContext(model=model, step=0, max_steps=10, grad_scale=loss_scale)
+    trainer.modulation.on_gradients_ready(ctx)
+    metrics = ctx.metrics
     for m in MODALITIES:
         params = model.encoders[m].parameters()
         got = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])

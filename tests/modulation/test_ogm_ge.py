@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from hooks import forward_end, gradients_ready
 
 from aim_hf import AIMTrainer
 from aim_hf.modeling import MultimodalOutput
@@ -29,7 +30,7 @@ def test_coefficient_matches_formula_on_hand_computed_batch(build_model, make_ar
     vision = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     audio = torch.zeros(2, 3)
     outputs = MultimodalOutput(modality_logits={"vision": vision, "audio": audio})
-    ogm.compute_loss(outputs, labels)
+    forward_end(ogm, outputs, labels)
     s_v = math.exp(2) / (math.exp(2) + 2) + math.exp(1) / (math.exp(1) + 2)
     s_a = 2 / 3
     rho = s_v / s_a
@@ -37,7 +38,7 @@ def test_coefficient_matches_formula_on_hand_computed_batch(build_model, make_ar
 
     for p in model.encoders.parameters():
         p.grad = torch.ones_like(p)
-    metrics = ogm.step(model, global_step=0, max_steps=10)
+    metrics = gradients_ready(ogm, step=0, max_steps=10).metrics
     assert math.isclose(metrics["ogm/ratio/vision"], rho, rel_tol=1e-5)
     assert math.isclose(metrics["ogm/coeff/vision"], k, rel_tol=1e-5)
     assert metrics["ogm/coeff/audio"] == 1.0
@@ -52,8 +53,8 @@ def test_scores_accumulate_over_micro_batches(build_model, make_args):
     logits = {m: torch.randn(8, 3) for m in ("vision", "audio")}
     labels = torch.randint(0, 3, (8,))
     for half in (slice(0, 4), slice(4, 8)):
-        ogm.compute_loss(MultimodalOutput(modality_logits={m: v[half] for m, v in logits.items()}), labels[half])
-    metrics = ogm.step(model, 0, 10)
+        forward_end(ogm, MultimodalOutput(modality_logits={m: v[half] for m, v in logits.items()}), labels[half])
+    metrics = gradients_ready(ogm, 0, 10).metrics
     expected = {m: v.softmax(-1)[torch.arange(8), labels].mean().item() for m, v in logits.items()}
     for m in expected:
         assert math.isclose(metrics[f"ogm/score/{m}"], expected[m], rel_tol=1e-5)
@@ -75,8 +76,8 @@ def test_noise_is_seeded_by_step_and_conv_only_skips_transformers(build_model, m
         ogm = build_modulation("ogm_ge", model, make_args(modulation="ogm_ge", modulation_kwargs=kw))
         for p in model.encoders.parameters():
             p.grad = torch.linspace(-1, 1, p.numel()).view_as(p).clone()
-        ogm.compute_loss(outputs, labels)
-        ogm.step(model, global_step=3, max_steps=10)
+        forward_end(ogm, outputs, labels)
+        gradients_ready(ogm, step=3, max_steps=10)
         return [p.grad.clone() for p in model.encoders.parameters()]
 
     first, second = run(), run()
@@ -107,13 +108,14 @@ def test_scales_gradients_only_inside_its_window(build_model, make_args, window,
     model = build_model(modalities=("vision", "audio"))
     args = make_args(modulation="ogm_ge", modulation_kwargs={"noise": False}, **window)
     ogm = build_modulation("ogm_ge", model, args)
-    ogm.compute_loss(
+    forward_end(
+        ogm,
         MultimodalOutput(modality_logits={"vision": torch.tensor([[5.0, 0, 0]]), "audio": torch.zeros(1, 3)}),
         torch.tensor([0]),
     )
     for p in model.encoders.parameters():
         p.grad = torch.ones_like(p)
-    metrics = ogm.step(model, global_step=step, max_steps=10)
+    metrics = gradients_ready(ogm, step=step, max_steps=10).metrics
     assert metrics["ogm/active"] == float(active)
     # Vision dominates, so inside the window its gradients shrink by k < 1; the weak audio's stay.
     vision = [torch.equal(p.grad, torch.ones_like(p)) for p in model.encoders["vision"].parameters()]
@@ -153,8 +155,9 @@ def test_ge_noise_uses_the_gradient_before_scaling(build_model, make_args, mode,
     for p in model.encoders.parameters():
         p.grad = torch.randn_like(p) * 3.0
     before = {n: p.grad.clone() for n, p in model.encoders.named_parameters()}
-    ogm.compute_loss(DOMINANT_VISION, torch.tensor([0]))
-    metrics = ogm.step(model, global_step=0, max_steps=10)
+    forward_end(ogm, DOMINANT_VISION, torch.tensor([0]))
+    ctx = gradients_ready(ogm, step=0, max_steps=10)
+    metrics = ctx.metrics
     k = metrics["ogm/coeff/vision"]
     assert k < 0.5 and metrics["ogm/coeff/audio"] == 1.0
     scale = {"vision": k if mode == "gradient" else 1.0, "audio": 1.0}
@@ -163,12 +166,13 @@ def test_ge_noise_uses_the_gradient_before_scaling(build_model, make_args, mode,
             g = before[name]
             noise = p.grad - scale[name.split(".")[0]] * g
             assert noise.std().item() == pytest.approx(noise_scale * g.std().item(), rel=0.1), name
-    assert ogm.lr_scales() == ({"vision": k} if mode == "update" else {})
+    assert ctx.lr_scales == ({"vision": k} if mode == "update" else {})
 
 
 def optimizer_step(build_model, make_args, modulated: bool, mode: str, **args):
     """One optimizer step of a fresh AIMTrainer's optimizer on fixed random gradients, through the
-    trainer's hooks; with `modulated`, OGM's step first sees vision dominate. Returns the parameter
+    trainer's hooks; with `modulated`, OGM's forward hook first sees vision dominate, then the
+    trainer's end of step (`on_gradients_ready`) runs at step 0 of 10. Returns the parameter
     deltas, the gradients the optimizer saw, the trainer, OGM's metrics, and the groups' learning
     rates right after the optimizer's step and after the scheduler's."""
     model = build_model(modalities=("vision", "audio"))
@@ -181,8 +185,10 @@ def optimizer_step(build_model, make_args, modulated: bool, mode: str, **args):
         p.grad = torch.randn_like(p)
     metrics = {}
     if modulated:
-        trainer.modulation.compute_loss(DOMINANT_VISION, torch.tensor([0]))
-        metrics = trainer.modulation.step(model, 0, 10)
+        forward_end(trainer.modulation, DOMINANT_VISION, torch.tensor([0]))
+        trainer.state.max_steps = 10  # as train() sets it
+        trainer._end_of_step()
+        metrics = {key: values[-1] for key, values in trainer._metrics.items()}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     handler = trainer.callback_handler

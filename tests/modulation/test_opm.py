@@ -7,12 +7,14 @@ from __future__ import annotations
 import math
 
 import pytest
-from tiny import TEXT_NO_DROPOUT
 import torch
+from hooks import forward_end, gradients_ready
+from tiny import TEXT_NO_DROPOUT
 
 from aim_hf import AIMTrainer, MultimodalCollator
 from aim_hf.modeling import MultimodalOutput
 from aim_hf.modulation import build_modulation
+from aim_hf.modulation.base import HookContext
 from aim_hf.modulation.opm import drop_probabilities
 
 MODALITIES = ("vision", "audio", "text")
@@ -25,10 +27,10 @@ def test_drop_probability_matches_hand_computation(build_model, make_args):
     vision, audio = torch.tensor([[2.0, 0, 0], [0, 1.0, 0], [0, 0, 0.5]]), torch.zeros(3, 3)
     labels = torch.tensor([0, 1, 2])
     for rows in (slice(0, 2), slice(2, 3)):
-        opm.compute_loss(MultimodalOutput(modality_logits={"vision": vision[rows], "audio": audio[rows]}), labels[rows])
+        forward_end(opm, MultimodalOutput(modality_logits={"vision": vision[rows], "audio": audio[rows]}), labels[rows])
     s_v = (math.exp(2) / (math.exp(2) + 2) + math.exp(1) / (math.exp(1) + 2) + math.exp(0.5) / (math.exp(0.5) + 2)) / 3
     rho = s_v / (1 / 3)
-    metrics = opm.step(model, global_step=0, max_steps=10)
+    metrics = gradients_ready(opm, step=0, max_steps=10).metrics
     assert metrics["opm/ratio/vision"] == pytest.approx(rho, rel=1e-5)
     assert metrics["opm/drop_prob/vision"] == pytest.approx(0.4 * (1 + 0.5 * math.tanh(rho - 1)), rel=1e-5)
     assert metrics["opm/drop_prob/audio"] == 0.0 and opm.state_dict()["drop_prob"][1] == 0.0
@@ -50,18 +52,20 @@ def test_drop_probability_matches_hand_computation(build_model, make_args):
 def test_drops_only_inside_the_window(build_model, make_args, window, step, max_steps, drops):
     model = build_model(modalities=("vision", "audio"))
     opm = build_modulation("opm", model, make_args(modulation="opm", modulation_kwargs={"q_base": 1.0}, **window))
-    opm.compute_loss(
+    forward_end(
+        opm,
         MultimodalOutput(modality_logits={"vision": torch.tensor([[5.0, 0, 0]]), "audio": torch.zeros(1, 3)}),
         torch.tensor([0]),
     )
-    metrics = opm.step(model, global_step=step, max_steps=max_steps)
+    metrics = gradients_ready(opm, step=step, max_steps=max_steps).metrics
     assert metrics["opm/ratio/vision"] > 1 and (metrics["opm/drop_prob/vision"] > 0) == drops
-    opm.begin_micro_batch(step + 1, torch.tensor([0]))
+    ctx = HookContext(model=model, step=step + 1, max_steps=max_steps, labels=torch.tensor([0]))
+    opm.on_micro_batch_begin(ctx)
     if drops:  # a drop probability of 1: the dominant vision is dropped, audio never
-        keep = opm.forward_kwargs()["feature_keep"]
+        keep = ctx.forward_kwargs["feature_keep"]
         assert list(keep) == ["vision"] and keep["vision"].tolist() == [0.0]
     else:
-        assert opm.forward_kwargs() == {}
+        assert ctx.forward_kwargs == {}
 
 
 @pytest.mark.parametrize("fusion", ["concat", "sum", "gated", "film"])
@@ -85,17 +89,22 @@ def test_dropped_samples_enter_the_fusion_with_a_zero_dominant_feature(
     assert all(torch.equal(seen[m], final[m]) for m in ("audio", "text"))
 
 
-def test_draws_follow_the_place_in_the_global_batch(build_model, make_args):
-    """Micro-batch 2 of 2 (batch 2) draws what rows 2-3 of one batch of 4 draw at the same step."""
+def test_draws_follow_the_place_in_the_global_batch(build_model, build_processor, build_dataset, make_args):
+    """Through the trainer's forward: micro-batch 2 of 2 (batch 2) draws what rows 2-3 of one batch
+    of 4 draw at the same step."""
     model = build_model(modalities=("vision", "audio"))
+    model.train()
+    collate = MultimodalCollator(build_processor(("vision", "audio")))
+    rows = list(build_dataset(4, ("vision", "audio")))
 
     def keep_masks(batch: int, micro: int) -> list[torch.Tensor]:
-        opm = build_modulation("opm", model, make_args(modulation="opm", per_device_train_batch_size=batch))
-        opm.load_state_dict({"drop_prob": torch.tensor([0.5, 0.0])})
+        trainer = AIMTrainer(model, args=make_args(modulation="opm", per_device_train_batch_size=batch))
+        trainer.modulation.load_state_dict({"drop_prob": torch.tensor([0.5, 0.0])})
+        trainer.state.global_step = 7
         masks = []
-        for _ in range(micro):
-            opm.begin_micro_batch(7, torch.zeros(batch, dtype=torch.long))
-            masks.append(opm.forward_kwargs()["feature_keep"]["vision"])
+        for j in range(micro):
+            trainer.compute_loss(model, collate(rows[j * batch : (j + 1) * batch]))
+            masks.append(trainer.modulation._keep["vision"])
         return masks
 
     assert torch.equal(torch.cat(keep_masks(2, 2)), keep_masks(4, 1)[0])

@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from tiny import TEXT_NO_DROPOUT
 import torch
+from hooks import forward_end, gradients_ready
+from tiny import TEXT_NO_DROPOUT
 
 from aim_hf import AIMTrainer, MultimodalCollator
 from aim_hf.modeling import MultimodalOutput
@@ -45,17 +46,17 @@ def test_prototypes_scores_and_loss_match_hand_computation(build_model, make_arg
         losses = []
         for rows in (slice(0, 4), slice(4, 6)):
             outputs = MultimodalOutput(depth_features={m: (f[rows],) for m, f in feats[step].items()})
-            losses.append(pmr.compute_loss(outputs, labels[rows]))
+            losses.append(forward_end(pmr, outputs, labels[rows]).loss)
         return losses
 
     means = [{m: torch.stack([f[labels == k].mean(0) for k in range(3)]) for m, f in fs.items()} for fs in feats]
     # Step 0: no prototype yet, so no loss; the prototypes become the class means.
-    assert micro_batches(0) == [None, None] and pmr.step(model, 0, 10) == {}
+    assert micro_batches(0) == [None, None] and gradients_ready(pmr, 0, 10).metrics == {}
     for m in ("vision", "audio"):
         torch.testing.assert_close(pmr.prototypes[m], means[0][m])
     # Step 1: weights still 0; scores with step 0's prototypes decide the next weights; EMA update.
     assert all(loss.item() == 0 for loss in micro_batches(1))
-    metrics = pmr.step(model, 1, 10)
+    metrics = gradients_ready(pmr, 1, 10).metrics
     scores = {m: hand_terms(feats[1][m], means[0][m], labels)[0].mean().item() for m in ("vision", "audio")}
     rho = scores["vision"] / scores["audio"]
     assert metrics["pmr/score/vision"] == pytest.approx(scores["vision"], rel=1e-5) and rho > 1
@@ -87,8 +88,8 @@ def test_weights_only_inside_the_window(build_model, make_args, window, step, ac
     for global_step in (step - 1, step):  # the first step makes the prototypes, the second scores with them
         feats = {m: 0.1 * torch.randn(6, 32, generator=gen) for m in ("vision", "audio")}
         feats["vision"][torch.arange(6), labels] += 0.5  # vision dominates
-        pmr.compute_loss(MultimodalOutput(depth_features={m: (f,) for m, f in feats.items()}), labels)
-        metrics = pmr.step(model, global_step, 100)
+        forward_end(pmr, MultimodalOutput(depth_features={m: (f,) for m, f in feats.items()}), labels)
+        metrics = gradients_ready(pmr, global_step, 100).metrics
     assert metrics["pmr/active"] == float(active) and metrics["pmr/ratio/vision"] > 1
     assert (metrics["pmr/beta/audio"] > 0) == active and (metrics["pmr/mu/vision"] > 0) == active
 

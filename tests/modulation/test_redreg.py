@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from aim_hf import AIMTrainer, MultimodalCollator
+from aim_hf.modulation.base import HookContext
 from aim_hf.modulation.redreg import gate_threshold, growth_rates, redundancy_phase
 
 MODALITIES = ("vision", "audio", "text")
@@ -70,7 +71,9 @@ def test_step_statistics_gate_and_pull(build_model, build_processor, build_datas
     trainer = AIMTrainer(model, args=args)
     for half in halves:
         (trainer.compute_loss(model, half) / 2).backward()
-    metrics = trainer.modulation.step(model, global_step=0, max_steps=10)
+    ctx = HookContext(model=model, step=0, max_steps=10)
+    trainer.modulation.on_gradients_ready(ctx)
+    metrics = ctx.metrics
     for i, m in enumerate(MODALITIES):
         assert metrics[f"redreg/score/{m}"] == pytest.approx(scores[m], rel=1e-5)
         assert metrics[f"redreg/redundancy/{m}"] == pytest.approx(10.0, rel=1e-5)  # c / (0.1 c) at the first step
@@ -84,7 +87,7 @@ def test_step_statistics_gate_and_pull(build_model, build_processor, build_datas
     optimizer.step()
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     anchors = trainer.modulation.anchors.values
-    trainer.modulation.after_optimizer_step(model, optimizer)
+    trainer.modulation.on_optimizer_step(HookContext(model=model, optimizer=optimizer))
     pulled = 0
     for name, p in model.named_parameters():
         if gate_open and name.startswith(f"encoders.{dominant}.") and p.requires_grad:

@@ -2,10 +2,13 @@
 reads it: DAP scores every depth of every modality against class prototypes (`prototypes`,
 `strengths`), DAM turns the scores into a strength per modality and depth (`strengths`), and PAM
 switches off the most important units of the dominant modality's depth groups in an auxiliary pass
-(Auxiliary Blocks, `masking`) whose loss trains the rest. Options: `AIMOptions` (`options`).
+(Auxiliary Blocks, `masking`, run by `auxiliary`) whose loss trains the rest. Options: `AIMOptions`
+(`options`).
 
-Timing within an optimizer step: `compute_loss` accumulates statistics over the micro-batches;
-`step` reduces them across processes in one buffer, updates the state (and every
+Timing within an optimizer step: `on_micro_batch_begin` records the depth groups' outputs of the
+masked modalities during the forward, `on_forward_end` runs the auxiliary pass from them and
+accumulates statistics over the micro-batches; `on_gradients_ready` reduces them across processes
+in one buffer, updates the state (and every
 `prototype_every` steps the learned prototypes, broadcast from process 0), and computes the masks
 the *next* step uses (so every micro-batch of a step uses the same masks). Everything that decides
 a mask is a reduced value, an all-reduced gradient or a broadcast tensor, hence identical on every
@@ -15,15 +18,18 @@ process.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...modeling import MultimodalModel, MultimodalOutput
-from ..base import Metric, Modulation, Paper, Summary
+from ...modeling import MultimodalModel
+from ..base import HookContext, Metric, Modulation, Paper, Summary
 from ..mechanics import StepSums
+from .auxiliary import GroupOutputs, auxiliary_logits
+from .bounded import BoundedAuxiliaryGradients
 from .masking import build_masks, update_importance
 from .options import AIMOptions
 from .prototypes import (
@@ -36,6 +42,7 @@ from .prototypes import (
 from .strengths import (
     capped_strengths,
     dam_strengths,
+    dominant_modalities,
     smoothed_scores,
     true_class_score_sum,
     weak_capacities,
@@ -68,6 +75,8 @@ class AIM(Modulation):
         Metric("aim/mu/<m>/depth_<d>", "the weak-side strength (pam='symmetric')"),
         Metric("aim/masked_fraction/<m>", "the share of m's units switched off in this step's auxiliary pass"),
         Metric("aim/aux_loss", "the auxiliary loss (steps with an auxiliary pass)"),
+        Metric("aim/aux_factor/<m>", "aux_bound='task': the factor on L_aux's gradient into m's encoder"),
+        Metric("aim/aux_factor/head", "aux_bound='task', aux_trains='all': the factor on L_aux's gradient into the head"),
         Metric(
             "aim/prototype_loss",
             "learned prototypes: their mean cross-entropy at the last iteration of the latest refresh",
@@ -77,10 +86,9 @@ class AIM(Modulation):
     default_start = 0.1
     Config = AIMOptions
     reads_gradients = True
-    forward_arguments = ("unit_masks", "auxiliary_head_grad", "auxiliary_detach")
 
-    def __init__(self, model: MultimodalModel, args: Any) -> None:
-        super().__init__(model, args)
+    def __init__(self, model: MultimodalModel, *args: Any) -> None:
+        super().__init__(model, *args)
         self.num_labels = model.config.num_labels
         self.learned = self.config.prototypes == "learned"
         self.units = {m: model.unit_modules(m) for m in self.modalities}
@@ -120,6 +128,15 @@ class AIM(Modulation):
         # The step's statistics (one flat float32 buffer) and the feature width per modality and depth.
         self._sums = StepSums()
         self._dims: dict[str, list[int]] | None = None
+        # The depth groups' outputs of the masked modalities during a training forward, which the
+        # auxiliary pass replays up to its first masked group.
+        self._group_outputs = GroupOutputs(model)
+        self._recording = ExitStack()
+        # aux_bound="task": L_aux's gradients, differentiated apart and added bounded at the step.
+        self._bounded = BoundedAuxiliaryGradients(
+            {m: [p for p in model.encoders[m].parameters() if p.requires_grad] for m in self.modalities}
+            | {"head": [p for p in model.fusion.parameters() if p.requires_grad]}
+        )
 
     def _template_hook(self, modality: str) -> Any:
         """A forward pre-hook that records one example of `modality`'s encoder inputs, then removes itself."""
@@ -133,25 +150,38 @@ class AIM(Modulation):
         return hook
 
     # ------------------------------------------------------------------------------ micro-batch
-    def forward_kwargs(self) -> dict[str, Any]:
-        if not self.masks:
-            return {}
-        kwargs: dict[str, Any] = {"unit_masks": self.masks}
-        if self.config.aux_trains != "all":
-            kwargs["auxiliary_head_grad"] = False
-        if self.aux_detached:
-            kwargs["auxiliary_detach"] = self.aux_detached
-        return kwargs
+    def _active_masks(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {m: masks for m, masks in self.masks.items() if masks}
 
-    def compute_loss(self, outputs: MultimodalOutput, labels: torch.Tensor) -> torch.Tensor | None:
+    def on_micro_batch_begin(self, ctx: HookContext) -> None:
+        masks = self._active_masks()
+        if masks:
+            self._recording.enter_context(self._group_outputs.recording(masks))
+
+    def on_forward_end(self, ctx: HookContext) -> None:
+        self._recording.close()
+        outputs, labels = ctx.outputs, ctx.labels
+        masks = self._active_masks()
         aux_loss = None
-        if outputs.auxiliary_logits is not None:
-            aux_loss = F.cross_entropy(outputs.auxiliary_logits.float(), labels)
+        if masks and self._group_outputs.outputs:  # the forward ran with the recording on
+            features = {m: feats[-1] for m, feats in outputs.depth_features.items()}
+            with ctx.autocast():
+                logits = auxiliary_logits(
+                    ctx.model, ctx.inputs, features, self._group_outputs.outputs, masks,
+                    detach=self.aux_detached, head_grad=self.config.aux_trains == "all",
+                )  # fmt: skip
+            self._group_outputs.clear()
+            aux_loss = F.cross_entropy(logits.float(), labels)
         with torch.no_grad():
             self._accumulate(outputs.depth_features, labels, aux_loss)
         if aux_loss is None:
-            return None
-        return self.config.beta_aux * aux_loss
+            return
+        if self.config.aux_bound == "none":
+            ctx.add_loss(self.config.beta_aux * aux_loss)
+        elif torch.is_grad_enabled():
+            reached = [m for m in self.modalities if m not in self.aux_detached]
+            reached += ["head"] if self.config.aux_trains == "all" else []
+            self._bounded.add(self.config.beta_aux * aux_loss, reached, ctx.grad_scale)
 
     def _accumulate(
         self, depth_features: dict[str, tuple[torch.Tensor, ...]], labels: torch.Tensor, aux_loss: torch.Tensor | None
@@ -182,12 +212,13 @@ class AIM(Modulation):
         self._sums.add(torch.cat(parts))
 
     # ---------------------------------------------------------------------------- optimizer step
-    def step(
-        self, model: MultimodalModel, global_step: int, max_steps: int, grad_scale: float | None = None
-    ) -> dict[str, float]:
+    def on_gradients_ready(self, ctx: HookContext) -> None:
+        model, global_step, max_steps, grad_scale = ctx.model, ctx.step, ctx.max_steps, ctx.grad_scale
+        # Before the importances read the gradients: they are the whole loss's, as without the bound.
+        factors = self._bounded.apply(model, grad_scale)
         totals = self._sums.reduce_unless_skipped(model, grad_scale)
         if totals is None:  # nothing added, or a step the GradScaler skips: AIM's state skips it too
-            return {}
+            return
         class_sums, score_sums, counts, n, aux_sum, aux_n = self._unpack(totals)
         metrics: dict[str, float] = {}
         if self._ready:
@@ -199,7 +230,7 @@ class AIM(Modulation):
             self._ready = bool(self.class_seen.all())
         elif global_step % self.config.prototype_every == 0 and len(self._templates) == len(self.modalities):
             started = time.perf_counter()
-            self.prototype_loss = self._refresh_prototypes(model)
+            self.prototype_loss = self._refresh_prototypes(model, ctx.seed)
             self.refresh_seconds += time.perf_counter() - started
         update_importance(self.importance, self._unit_list, grad_scale or 1.0, self.config.momentum)
 
@@ -220,7 +251,7 @@ class AIM(Modulation):
         if lambdas is not None and self.is_active(global_step + 1, max_steps):
             sizes = lambdas if mus is None else {m: list(map(max, lambdas[m], mus[m])) for m in self.modalities}
             self.masks, self._masked_units = self._build_masks(sizes)
-            dominant = [m for m in self.modalities if max(lambdas[m]) > self.config.min_lambda]
+            dominant = dominant_modalities(lambdas, self.config.min_lambda)
             self.aux_detached = dominant if self.masks and self.config.aux_trains == "weak_only" else []
         else:
             self.masks, self._masked_units, self.aux_detached = {}, {}, []
@@ -240,9 +271,10 @@ class AIM(Modulation):
             metrics[f"aim/masked_fraction/{m}"] = used_counts.get(m, 0) / max(self.num_units[m], 1)
         if aux_n > 0:
             metrics["aim/aux_loss"] = aux_sum / aux_n
+        metrics.update({f"aim/aux_factor/{name}": factor for name, factor in factors.items()})
         if self.prototype_loss is not None:
             metrics["aim/prototype_loss"] = self.prototype_loss
-        return metrics
+        ctx.log(metrics)
 
     def _unpack(self, totals: torch.Tensor):
         """Split the reduced buffer (layout in `_accumulate`)."""
@@ -269,11 +301,11 @@ class AIM(Modulation):
     ) -> torch.Tensor:
         return prototype_loss(model, prototypes, inputs, {m: dims[-1] for m, dims in self._dims.items()})
 
-    def _refresh_prototypes(self, model: MultimodalModel) -> float:
+    def _refresh_prototypes(self, model: MultimodalModel, seed: int) -> float:
         """Refresh the learned prototypes (`refresh_learned`); returns the mean loss of the last iteration."""
         inputs = {m: self._prototype_inputs(m) for m in self.modalities}
         feature_dims = {m: dims[-1] for m, dims in self._dims.items()}
-        prototypes, loss = refresh_learned(model, self.prototypes, inputs, feature_dims, self.config, self.args.seed)
+        prototypes, loss = refresh_learned(model, self.prototypes, inputs, feature_dims, self.config, seed)
         self._set_learned(prototypes, model)
         return loss
 

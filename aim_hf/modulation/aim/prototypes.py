@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ...modeling import MultimodalModel
+from .auxiliary import encode_from_depth
 from .options import AIMOptions
 
 
@@ -48,7 +49,7 @@ def prototype_shape(
     cut = (shape[0], shape[1], t, t) if len(shape) == 4 else (shape[0], t, shape[2]) if len(shape) == 3 else shape
     try:
         with torch.no_grad():
-            model.encode_from_depth(modality, depth, output.new_zeros(cut), inputs)
+            encode_from_depth(model, modality, depth, output.new_zeros(cut), inputs)
     except RuntimeError:
         return shape
     return cut
@@ -85,7 +86,7 @@ def prototype_loss(
     for m, per_depth in prototypes.items():
         dtype = next(model.encoders[m].parameters()).dtype
         for d, prototype in enumerate(per_depth):
-            feature = model.encode_from_depth(m, d, prototype.to(dtype), inputs[m])
+            feature = encode_from_depth(model, m, d, prototype.to(dtype), inputs[m])
             features = {o: feature.new_zeros(feature.shape[0], feature_dims[o]) for o in model.modalities}
             features[m] = feature
             _, shares = model.fusion(features)
@@ -132,7 +133,7 @@ def pooled_prototypes(
 ) -> dict[str, list[torch.Tensor]]:
     """Learned prototypes pooled as the model pools a depth's output (classes x dim): what a depth is
     scored against."""
-    return {m: [model._pool(m, p.float(), {}) for p in ps] for m, ps in prototypes.items()}
+    return {m: [model.pool(m, p.float(), {}) for p in ps] for m, ps in prototypes.items()}
 
 
 def class_mean_update(

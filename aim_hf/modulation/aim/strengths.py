@@ -83,3 +83,17 @@ def weak_strengths(scores: dict[str, torch.Tensor], alpha: float) -> dict[str, l
     """Symmetric PAM: per modality and depth, `tanh(alpha * (1 - s / max))`: 0 for the strongest
     modality at a depth, more for weaker ones (never more than the strongest's lambda there)."""
     return _per_depth(scores, lambda s, weakest, strongest: math.tanh(alpha * (1.0 - s / strongest)))
+
+
+def dominant_modalities(lambdas: dict[str, list[float]], min_lambda: float) -> list[str]:
+    """The modalities `aux_trains="weak_only"` keeps `L_aux` from training: those with an Auxiliary
+    Block (a strength above `min_lambda` at some depth), but never the least modulated one (lowest
+    mean strength over the depths). When the weak modality out-scores the dominant one at a single
+    depth, both get a block; detaching both would leave `L_aux` nothing to train while AIM still
+    pays for the auxiliary pass."""
+    blocked = [m for m, strengths in lambdas.items() if max(strengths) > min_lambda]
+    if len(blocked) < len(lambdas):
+        return blocked
+    means = {m: sum(strengths) / len(strengths) for m, strengths in lambdas.items()}
+    least = min(means.values())
+    return [m for m in blocked if means[m] > least]
