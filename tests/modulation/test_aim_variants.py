@@ -335,3 +335,60 @@ def test_aim_with_the_bound_trains_and_logs_its_factors(build_model, build_proce
     factors = [v for e in trainer.state.log_history for k, v in e.items() if k.startswith("aim/aux_factor/")]
     assert factors and all(0 < f <= 1 for f in factors)
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def _pretrained_like(labels: torch.Tensor, shared: float, signal: float, dim: int = 8) -> tuple[torch.Tensor, ...]:
+    """Pooled outputs at 4 depths: `shared` times one direction every example has (a pretrained
+    encoder's first depths: mean pairwise cosine 0.5-0.65 for MobileNetV2 and MiniLM), plus
+    `signal` times the class's one-hot, plus unit noise."""
+    common = torch.ones(dim) / dim**0.5
+    onehot = F.one_hot(labels, dim).float()
+    return tuple(shared * common + signal * onehot + torch.randn(labels.shape[0], dim) for _ in range(4))
+
+
+def _probe_accuracy(features: torch.Tensor, labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor) -> float:
+    """A linear probe (least squares on one-hot targets, with a bias) fitted on one set, scored on another."""
+    design = torch.cat([features, torch.ones(len(features), 1)], 1)
+    weights = torch.linalg.lstsq(design, F.one_hot(labels, NUM_LABELS).float()).solution
+    predicted = (torch.cat([test, torch.ones(len(test), 1)], 1) @ weights).argmax(1)
+    return (predicted == test_labels).float().mean().item()
+
+
+def test_centered_scores_rank_the_modalities_as_linear_probes_do(build_model, make_args):
+    """Three modalities: text's outputs share a large direction but separate the classes best (as a
+    pretrained text encoder's first depths do next to encoders trained from scratch), vision's
+    separate them less, audio's not at all. At every depth a linear probe ranks text > vision >
+    audio; with `center=True` so do the depth scores, while the raw cosines put vision above text:
+    text's shared direction makes its cosines alike. The centers are checkpoint state."""
+    torch.manual_seed(0)
+    three = ("vision", "audio", "text")
+    kinds = {"text": (12.0, 2.0), "vision": (0.0, 1.0), "audio": (0.0, 0.0)}
+
+    def outputs(labels):
+        return MultimodalOutput(depth_features={m: _pretrained_like(labels, *kinds[m]) for m in three})
+
+    fit_labels, test_labels = torch.randint(0, NUM_LABELS, (600,)), torch.randint(0, NUM_LABELS, (600,))
+    fit, test = outputs(fit_labels), outputs(test_labels)
+    probes = {
+        (m, d): _probe_accuracy(fit.depth_features[m][d], fit_labels, test.depth_features[m][d], test_labels)
+        for m in three
+        for d in range(4)
+    }
+    model = build_model(three)
+    ranked = {}
+    for center in (True, False):
+        args = make_args(modulation="aim", modulation_start=0, modulation_kwargs={"prototypes": "class_mean", "center": center})
+        aim = build_modulation("aim", model, args)
+        for step in range(8):
+            labels = torch.randint(0, NUM_LABELS, (64,))
+            forward_end(aim, outputs(labels), labels)
+            metrics = gradients_ready(aim, step, 100).metrics
+        ranked[center] = [sorted(three, key=lambda m: -metrics[f"aim/score/{m}/depth_{d}"]) for d in range(4)]
+        if center:
+            resumed = build_modulation("aim", model, args)
+            resumed.load_state_dict(aim.state_dict())
+            assert all(torch.equal(a, b) for m in three for a, b in zip(aim.centers[m], resumed.centers[m]))
+    by_probe = [sorted(three, key=lambda m: -probes[m, d]) for d in range(4)]
+    assert by_probe == [["text", "vision", "audio"]] * 4
+    assert ranked[True] == by_probe
+    assert all(order[:2] == ["vision", "text"] for order in ranked[False])

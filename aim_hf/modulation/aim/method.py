@@ -43,6 +43,7 @@ from .strengths import (
     capped_strengths,
     dam_strengths,
     dominant_modalities,
+    smoothed_centers,
     smoothed_scores,
     true_class_score_sum,
     weak_capacities,
@@ -102,6 +103,8 @@ class AIM(Modulation):
         self.class_seen: torch.Tensor | None = None
         self._ready = False  # the depths can be scored
         self.scores: dict[str, torch.Tensor] | None = None
+        # center=True: the EMA of the mean normalised pooled output per modality and depth.
+        self.centers: dict[str, list[torch.Tensor]] | None = None
         # Learned prototypes are scored by their pooled form (num_labels x dim), kept beside them;
         # their mean cross-entropy at the last refresh is logged at every step.
         self._pooled: dict[str, list[torch.Tensor]] | None = None
@@ -186,10 +189,10 @@ class AIM(Modulation):
     def _accumulate(
         self, depth_features: dict[str, tuple[torch.Tensor, ...]], labels: torch.Tensor, aux_loss: torch.Tensor | None
     ) -> None:
-        """Add the micro-batch's class sums of normalised features (class_mean only), true-class
-        prototype probabilities (once the depths can be scored), class counts, sample count and
-        auxiliary loss to the step's buffer. Layout: per modality and depth [K*dim sums, score sum],
-        then [K counts, n, aux loss sum, aux n]."""
+        """Add the micro-batch's class sums of normalised features (class_mean only), their sums
+        (center only), true-class prototype probabilities (once the depths can be scored), class
+        counts, sample count and auxiliary loss to the step's buffer. Layout: per modality and depth
+        [K*dim class sums, dim sums, score sum], then [K counts, n, aux loss sum, aux n]."""
         if self._dims is None:
             self._dims = {m: [f.shape[-1] for f in depth_features[m]] for m in self.modalities}
         onehot = F.one_hot(labels, self.num_labels).float()
@@ -199,10 +202,15 @@ class AIM(Modulation):
                 h = F.normalize(feature.detach().float(), dim=-1)
                 if not self.learned:
                     parts.append((onehot.T @ h).flatten())
+                if self.config.center:
+                    parts.append(h.sum(0))
                 score = torch.zeros(1, device=h.device)
-                if self._ready:
+                if self._ready and (self.centers is not None or not self.config.center):
                     reference = self._pooled[m][d] if self.learned else self.prototypes[m][d]
-                    score = true_class_score_sum(h, reference, labels, self.config.tau)
+                    center = self.centers[m][d] if self.config.center else None
+                    if center is not None and self.learned:  # into the normalised features' space, as class means are
+                        reference = F.normalize(reference, dim=-1)
+                    score = true_class_score_sum(h, reference, labels, self.config.tau, center)
                 parts.append(score)
         n = float(labels.shape[0])
         tail = torch.tensor([n, 0.0, 0.0], device=labels.device)
@@ -219,10 +227,13 @@ class AIM(Modulation):
         totals = self._sums.reduce_unless_skipped(model, grad_scale)
         if totals is None:  # nothing added, or a step the GradScaler skips: AIM's state skips it too
             return
-        class_sums, score_sums, counts, n, aux_sum, aux_n = self._unpack(totals)
+        class_sums, feature_sums, score_sums, counts, n, aux_sum, aux_n = self._unpack(totals)
         metrics: dict[str, float] = {}
-        if self._ready:
+        if self._ready and (self.centers is not None or not self.config.center):
             self.scores = smoothed_scores(self.scores, {m: s / n for m, s in score_sums.items()}, self.config.momentum)
+        if self.config.center:
+            means = {m: [total / n for total in sums] for m, sums in feature_sums.items()}
+            self.centers = smoothed_centers(self.centers, means, self.config.momentum)
         if not self.learned:
             self.prototypes, self.class_seen = class_mean_update(
                 self.prototypes, self.class_seen, class_sums, counts, self.config.momentum
@@ -279,18 +290,22 @@ class AIM(Modulation):
     def _unpack(self, totals: torch.Tensor):
         """Split the reduced buffer (layout in `_accumulate`)."""
         k = self.num_labels
-        class_sums, score_sums, offset = {}, {}, 0
+        class_sums, feature_sums, score_sums, offset = {}, {}, {}, 0
         for m in self.modalities:
-            class_sums[m], scores = [], []
+            class_sums[m], feature_sums[m], scores = [], [], []
             for dim in self._dims[m]:
                 width = 0 if self.learned else k * dim
                 class_sums[m].append(totals[offset : offset + width].view(-1, dim))
-                scores.append(totals[offset + width])
-                offset += width + 1
+                offset += width
+                if self.config.center:
+                    feature_sums[m].append(totals[offset : offset + dim])
+                    offset += dim
+                scores.append(totals[offset])
+                offset += 1
             score_sums[m] = torch.stack(scores)
         counts = totals[offset : offset + k]
         n, aux_sum, aux_n = totals[offset + k :].tolist()
-        return class_sums, score_sums, counts, n, aux_sum, aux_n
+        return class_sums, feature_sums, score_sums, counts, n, aux_sum, aux_n
 
     # ------------------------------------------------------------------------ learned prototypes
     def _prototype_inputs(self, modality: str) -> dict[str, Any]:
@@ -329,6 +344,7 @@ class AIM(Modulation):
             "prototypes": self.prototypes,
             "class_seen": self.class_seen,
             "scores": self.scores,
+            "centers": self.centers,
             "importance": self.importance,
             "masks": self.masks,
             "aux_detached": list(self.aux_detached),
@@ -352,6 +368,7 @@ class AIM(Modulation):
             self.class_seen = _map_tensors(state["class_seen"], lambda t: t.to(device))
             self._ready = self.class_seen is not None and bool(self.class_seen.all())
         self.scores = _map_tensors(state["scores"], lambda t: t.to(device))
+        self.centers = _map_tensors(state.get("centers"), lambda t: t.to(device))
         # Importance and masks live beside their layer's weight.
         layers = {m: {name: mod for group in groups for name, mod in group.items()} for m, groups in self.units.items()}
         self.importance = {

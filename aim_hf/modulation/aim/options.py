@@ -39,6 +39,15 @@ class AIMOptions:
             "help": "EMA momentum of the depth scores, the unit importances and the class-mean prototypes, in [0, 1)."
         },
     )
+    center: bool = field(
+        default=False,
+        metadata={
+            "help": "DAP, ours: take the cosines between the pooled depth output and the prototypes after "
+            "subtracting the running mean (EMA, `momentum`) of the normalised pooled output, so that a direction "
+            "every example shares (a pretrained encoder's, at its first depths) does not make every cosine alike "
+            "and the depth score near chance."
+        },
+    )
     prototypes: Literal["learned", "class_mean"] = field(
         default="learned",
         metadata={
