@@ -13,11 +13,10 @@ from hooks import forward_end, gradients_ready, train_forward
 from tiny import NUM_LABELS, make_rows
 from transformers import ResNetConfig, ResNetModel
 
-from aim_hf import AIMTrainer, MultimodalCollator, MultimodalModel
+from aim_hf import MultimodalCollator, MultimodalModel
 from aim_hf.modeling import MultimodalOutput
 from aim_hf.modulation import build_modulation
 from aim_hf.modulation.aim.auxiliary import encode_from_depth
-from aim_hf.modulation.aim.bounded import BoundedAuxiliaryGradients
 from aim_hf.modulation.aim.strengths import (
     capped_strengths,
     dam_strengths,
@@ -294,47 +293,6 @@ def test_masks_switch_off_the_most_important_units(build_model, make_args):
         off, kept = importance[mask == 0], importance[mask == 1]
         assert off.numel() == math.ceil(0.6 * 0.5 * importance.numel())
         assert off.min() >= kept.max()
-
-
-def test_bounded_auxiliary_gradients_add_at_most_the_task_gradient():
-    """`aux_bound="task"`: per group, `.grad += min(1, |g_task| / |g_aux|) * g_aux`, with `g_aux`
-    averaged over the step's micro-batches as the trainer's backward averages `.grad`."""
-    torch.manual_seed(0)
-    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
-    bounded = BoundedAuxiliaryGradients({"a": list(a.parameters()), "b": list(b.parameters()), "none": []})
-    xs = [torch.randn(4, 3) for _ in range(2)]
-    aux = {"a": [], "b": []}
-    for x in xs:  # two micro-batches: L_aux large on a, small on b; the task loss's backward halved
-        aux_loss = 10 * a(x).pow(2).sum() + 0.01 * b(x).pow(2).sum()
-        for name, layer in (("a", a), ("b", b)):
-            aux[name].append(torch.autograd.grad(aux_loss, list(layer.parameters()), retain_graph=True))
-        bounded.add(aux_loss, ["a", "b"], grad_scale=None)
-        ((a(x).sum() + b(x).sum()) / 2).backward()
-    task = {name: [p.grad.clone() for p in layer.parameters()] for name, layer in (("a", a), ("b", b))}
-    factors = bounded.apply(torch.nn.ModuleList([a, b]), grad_scale=None)
-    for name, layer in (("a", a), ("b", b)):
-        g_aux = [(g0 + g1) / 2 for g0, g1 in zip(*aux[name])]
-        norm = lambda gs: torch.cat([g.flatten() for g in gs]).norm().item()  # noqa: E731
-        expected = min(1.0, norm(task[name]) / norm(g_aux))
-        assert factors[name] == pytest.approx(expected, rel=1e-5)
-        for p, t, g in zip(layer.parameters(), task[name], g_aux):
-            torch.testing.assert_close(p.grad, t + expected * g)
-    assert factors["a"] < 1 and factors["b"] == 1.0  # a's L_aux gradient is bounded, b's is not
-    assert bounded.apply(torch.nn.ModuleList([a, b]), grad_scale=None) == {}  # consumed
-
-
-def test_aim_with_the_bound_trains_and_logs_its_factors(build_model, build_processor, build_dataset, make_args):
-    options = {"aux_bound": "task", "prototypes": "class_mean", "dam_cap": "none"}  # audio is noise: no cap
-    trainer = AIMTrainer(
-        model=build_model(TWO),
-        args=make_args(modulation="aim", modulation_start=0, max_steps=6, logging_steps=1, modulation_kwargs=options),
-        train_dataset=build_dataset(24, TWO, informative="vision"),
-        processing_class=build_processor(TWO),
-    )
-    trainer.train()
-    factors = [v for e in trainer.state.log_history for k, v in e.items() if k.startswith("aim/aux_factor/")]
-    assert factors and all(0 < f <= 1 for f in factors)
-    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
 def _pretrained_like(labels: torch.Tensor, shared: float, signal: float, dim: int = 8) -> tuple[torch.Tensor, ...]:

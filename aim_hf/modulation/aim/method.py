@@ -29,7 +29,6 @@ from ...modeling import MultimodalModel
 from ..base import HookContext, Metric, Modulation, Paper, Summary
 from ..mechanics import StepSums
 from .auxiliary import GroupOutputs, auxiliary_logits
-from .bounded import BoundedAuxiliaryGradients
 from .masking import build_masks, update_importance
 from .options import AIMOptions
 from .prototypes import (
@@ -76,8 +75,6 @@ class AIM(Modulation):
         Metric("aim/mu/<m>/depth_<d>", "the weak-side strength (pam='symmetric')"),
         Metric("aim/masked_fraction/<m>", "the share of m's units switched off in this step's auxiliary pass"),
         Metric("aim/aux_loss", "the auxiliary loss (steps with an auxiliary pass)"),
-        Metric("aim/aux_factor/<m>", "aux_bound='task': the factor on L_aux's gradient into m's encoder"),
-        Metric("aim/aux_factor/head", "aux_bound='task', aux_trains='all': the factor on L_aux's gradient into the head"),
         Metric(
             "aim/prototype_loss",
             "learned prototypes: their mean cross-entropy at the last iteration of the latest refresh",
@@ -135,11 +132,7 @@ class AIM(Modulation):
         # auxiliary pass replays up to its first masked group.
         self._group_outputs = GroupOutputs(model)
         self._recording = ExitStack()
-        # aux_bound="task": L_aux's gradients, differentiated apart and added bounded at the step.
-        self._bounded = BoundedAuxiliaryGradients(
-            {m: [p for p in model.encoders[m].parameters() if p.requires_grad] for m in self.modalities}
-            | {"head": [p for p in model.fusion.parameters() if p.requires_grad]}
-        )
+
 
     def _template_hook(self, modality: str) -> Any:
         """A forward pre-hook that records one example of `modality`'s encoder inputs, then removes itself."""
@@ -177,14 +170,13 @@ class AIM(Modulation):
             aux_loss = F.cross_entropy(logits.float(), labels)
         with torch.no_grad():
             self._accumulate(outputs.depth_features, labels, aux_loss)
-        if aux_loss is None:
-            return
-        if self.config.aux_bound == "none":
+        if aux_loss is not None:
             ctx.add_loss(self.config.beta_aux * aux_loss)
-        elif torch.is_grad_enabled():
-            reached = [m for m in self.modalities if m not in self.aux_detached]
-            reached += ["head"] if self.config.aux_trains == "all" else []
-            self._bounded.add(self.config.beta_aux * aux_loss, reached, ctx.grad_scale)
+
+    @property
+    def _scorable(self) -> bool:
+        """The depths can be scored: prototypes exist, and under `center=True` the centers too."""
+        return self._ready and (self.centers is not None or not self.config.center)
 
     def _accumulate(
         self, depth_features: dict[str, tuple[torch.Tensor, ...]], labels: torch.Tensor, aux_loss: torch.Tensor | None
@@ -205,7 +197,7 @@ class AIM(Modulation):
                 if self.config.center:
                     parts.append(h.sum(0))
                 score = torch.zeros(1, device=h.device)
-                if self._ready and (self.centers is not None or not self.config.center):
+                if self._scorable:
                     reference = self._pooled[m][d] if self.learned else self.prototypes[m][d]
                     center = self.centers[m][d] if self.config.center else None
                     if center is not None and self.learned:  # into the normalised features' space, as class means are
@@ -222,14 +214,12 @@ class AIM(Modulation):
     # ---------------------------------------------------------------------------- optimizer step
     def on_gradients_ready(self, ctx: HookContext) -> None:
         model, global_step, max_steps, grad_scale = ctx.model, ctx.step, ctx.max_steps, ctx.grad_scale
-        # Before the importances read the gradients: they are the whole loss's, as without the bound.
-        factors = self._bounded.apply(model, grad_scale)
         totals = self._sums.reduce_unless_skipped(model, grad_scale)
         if totals is None:  # nothing added, or a step the GradScaler skips: AIM's state skips it too
             return
         class_sums, feature_sums, score_sums, counts, n, aux_sum, aux_n = self._unpack(totals)
         metrics: dict[str, float] = {}
-        if self._ready and (self.centers is not None or not self.config.center):
+        if self._scorable:  # as when the micro-batches were scored
             self.scores = smoothed_scores(self.scores, {m: s / n for m, s in score_sums.items()}, self.config.momentum)
         if self.config.center:
             means = {m: [total / n for total in sums] for m, sums in feature_sums.items()}
@@ -282,7 +272,6 @@ class AIM(Modulation):
             metrics[f"aim/masked_fraction/{m}"] = used_counts.get(m, 0) / max(self.num_units[m], 1)
         if aux_n > 0:
             metrics["aim/aux_loss"] = aux_sum / aux_n
-        metrics.update({f"aim/aux_factor/{name}": factor for name, factor in factors.items()})
         if self.prototype_loss is not None:
             metrics["aim/prototype_loss"] = self.prototype_loss
         ctx.log(metrics)

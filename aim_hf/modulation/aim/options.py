@@ -88,15 +88,6 @@ class AIMOptions:
             "encoder."
         },
     )
-    aux_bound: Literal["none", "task"] = field(
-        default="none",
-        metadata={
-            "help": "How much the auxiliary loss may add to a parameter group's gradient (an encoder, the head): "
-            "'none' (all of it, through the loss) or 'task' (ours, experimental: at most the norm of the group's "
-            "gradient from the rest of the loss, so that a non-converging L_aux cannot inflate the global gradient "
-            "norm that clipping divides every gradient by, the dominant encoder's included)."
-        },
-    )
     dam_cap: Literal["min", "none"] = field(
         default="min",
         metadata={
