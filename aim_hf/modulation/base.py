@@ -173,6 +173,12 @@ class HookContext:
     logits: torch.Tensor | None = None
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def step_seed(self) -> int:
+        """A seed for this optimizer step's random draws, from the run's seed and the step: the same on
+        every process, another at every step (OPM's modality drops, OGM-GE's gradient noise)."""
+        return self.seed * 1_000_003 + self.step
+
     def pass_to_forward(self, **kwargs: Any) -> None:
         """Extra keyword arguments for the coming forward; one already passed is an error."""
         shared = sorted(self.forward_kwargs.keys() & kwargs.keys())

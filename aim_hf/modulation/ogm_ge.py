@@ -149,7 +149,7 @@ class OGMGE(Modulation):
                     if k != 1.0:
                         ctx.scale_lr(m, k)
                 ks = [1.0] * len(ks)
-            self._modulate(ctx.model, ks, ctx.seed, ctx.step)
+            self._modulate(ctx.model, ks, ctx.step_seed)
         metrics = {"ogm/active": float(active)}
         for i, m in enumerate(self.modalities):
             metrics[f"ogm/score/{m}"] = scores[i].item()
@@ -158,9 +158,9 @@ class OGMGE(Modulation):
         ctx.log(metrics)
 
     @torch.no_grad()
-    def _modulate(self, model: MultimodalModel, coeffs: list[float], seed: int, global_step: int) -> None:
+    def _modulate(self, model: MultimodalModel, coeffs: list[float], seed: int) -> None:
         """Multiply each modality's encoder gradients by its coefficient and, with GE, add the noise
-        (drawn from a generator seeded by the run's `seed` and the step)."""
+        (drawn from a generator seeded by `seed`, the step's `HookContext.step_seed`)."""
         if not self.config.noise and all(k == 1.0 for k in coeffs):
             return
         noisy: dict[torch.device, tuple[list[torch.Tensor], list[float]]] = {}
@@ -180,7 +180,7 @@ class OGMGE(Modulation):
                 torch._foreach_mul_(scaled, k)
         for device, (grads, scales) in noisy.items():
             generator = torch.Generator(device=device)
-            generator.manual_seed(seed * 1_000_003 + global_step)
+            generator.manual_seed(seed)
             add_gradient_noise(grads, generator, scales, self.noise_scale)
 
 

@@ -109,7 +109,7 @@ class OPM(Modulation):
         # The step's draws for its global batch's rows up to this micro-batch's last, of which this
         # micro-batch takes its own: a sample's draw depends on its place in the global batch only.
         offset = ctx.first_example
-        generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + ctx.step)
+        generator = torch.Generator().manual_seed(ctx.step_seed)
         uniform = torch.rand(offset + ctx.labels.shape[0], len(self.modalities), generator=generator)[offset:]
         device = next(self.model.parameters()).device
         self._keep = {

@@ -116,8 +116,9 @@ class AIM(Modulation):
             m: model.encoders[m].register_forward_pre_hook(self._template_hook(m), with_kwargs=True)
             for m in (self.modalities if self.learned else [])
         }
-        # PAM state: importance EMA per unit module, the masks of the next step's Auxiliary Blocks,
-        # and the modalities whose features the next auxiliary fusion detaches (`weak_only`).
+        # PAM state: importance EMA per unit module, the masks of the next step's Auxiliary Blocks
+        # (only modalities with a block: `build_masks` leaves the others out), and the modalities
+        # whose features the next auxiliary fusion detaches (`weak_only`).
         self.importance: dict[str, dict[str, torch.Tensor]] = {m: {} for m in self.modalities}
         self.masks: dict[str, dict[str, torch.Tensor]] = {}
         self.aux_detached: list[str] = []
@@ -146,19 +147,14 @@ class AIM(Modulation):
         return hook
 
     # ------------------------------------------------------------------------------ micro-batch
-    def _active_masks(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {m: masks for m, masks in self.masks.items() if masks}
-
     def on_micro_batch_begin(self, ctx: HookContext) -> None:
-        masks = self._active_masks()
-        if masks:
-            self._recording.enter_context(self._group_outputs.recording(masks))
+        if self.masks:
+            self._recording.enter_context(self._group_outputs.recording(self.masks))
 
     def on_forward_end(self, ctx: HookContext) -> None:
         self._recording.close()
         outputs, labels = ctx.outputs, ctx.labels
-        masks = self._active_masks()
-        aux_loss = None
+        masks, aux_loss = self.masks, None
         if masks and self._group_outputs.outputs:  # the forward ran with the recording on
             features = {m: feats[-1] for m, feats in outputs.depth_features.items()}
             with ctx.autocast():

@@ -38,23 +38,26 @@ def true_class_score_sum(
     return probs.gather(1, labels[:, None]).sum().view(1)
 
 
+def ema(previous: torch.Tensor | None, value: torch.Tensor, momentum: float) -> torch.Tensor:
+    """One step of an exponential moving average across optimizer steps: `value` itself at the first."""
+    return value.clone() if previous is None else momentum * previous + (1 - momentum) * value
+
+
 def smoothed_scores(
     previous: dict[str, torch.Tensor] | None, batch: dict[str, torch.Tensor], momentum: float
 ) -> dict[str, torch.Tensor]:
-    """The depth scores' EMA: the step's scores as they are at the first scored step."""
-    if previous is None:
-        return {m: s.clone() for m, s in batch.items()}
-    return {m: momentum * previous[m] + (1 - momentum) * s for m, s in batch.items()}
+    """The depth scores' EMA, per modality."""
+    return {m: ema(None if previous is None else previous[m], s, momentum) for m, s in batch.items()}
 
 
 def smoothed_centers(
     previous: dict[str, list[torch.Tensor]] | None, batch: dict[str, list[torch.Tensor]], momentum: float
 ) -> dict[str, list[torch.Tensor]]:
-    """`center=True`: the EMA of the mean normalised pooled output per modality and depth, the step's
-    means as they are at the first step."""
-    if previous is None:
-        return {m: [c.clone() for c in means] for m, means in batch.items()}
-    return {m: [momentum * p + (1 - momentum) * c for p, c in zip(previous[m], means)] for m, means in batch.items()}
+    """`center=True`: the EMA of the mean normalised pooled output, per modality and depth."""
+    return {
+        m: [ema(None if previous is None else previous[m][d], c, momentum) for d, c in enumerate(means)]
+        for m, means in batch.items()
+    }
 
 
 def _per_depth(scores: dict[str, torch.Tensor], strength: Any) -> dict[str, list[float]]:
