@@ -26,7 +26,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from aim_hf.cli.main import DEBUG_ENV
 from aim_hf.data.av_digits import MODALITIES
 from aim_hf.data.settings import PRETRAINED_SETTINGS
-from aim_hf.data.unimodal import BlankModalities
+from aim_hf.data.unimodal import BlankModalities, hold_blank_statistics
 from aim_hf.batch_norm import apply_batch_norm
 from aim_hf.scripts.arguments import TRAIN_DEFAULTS, DataArguments, ModelArguments, OutputArguments
 from aim_hf.scripts.checks import check_job, check_push
@@ -155,6 +155,7 @@ def build_trainer(
     )
     if data_args.only_modality is not None:
         collator = BlankModalities(collator, keep=data_args.only_modality)
+        hold_blank_statistics(model.encoders, keep=data_args.only_modality)
     trainer = AIMTrainer(
         model=model,
         args=training_args,

@@ -8,10 +8,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from transformers import ASTConfig, AutoModel
+from transformers import ASTConfig, AutoModel, ResNetConfig, ResNetModel
 
 from aim_hf import BlankModalities, MultimodalCollator, MultimodalModel, SpectrogramFeatureExtractor
 from aim_hf.data import av_digits_encoders
+from aim_hf.data.unimodal import hold_blank_statistics
 from tiny import make_rows
 
 
@@ -33,6 +34,34 @@ def test_blanked_text_gives_one_feature_whatever_the_text(build_model, build_pro
     # The kept modality is untouched, and float inputs of the others are zeros with masks kept.
     full = MultimodalCollator(build_processor(modalities))(rows)
     assert torch.equal(collate(rows)["vision"]["pixel_values"], full["vision"]["pixel_values"])
+
+
+def test_held_statistics_give_a_blank_one_feature_in_training_and_evaluation(encoder_paths):
+    """A BatchNorm encoder (tiny ResNet) fed blanks: in training mode it normalises them with the
+    batch's statistics, so its feature differs from the one it evaluates with; once
+    `hold_blank_statistics` holds it, the two are the same and the running statistics stay. The kept
+    modality's encoder is left alone."""
+    torch.manual_seed(0)
+    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
+    model = MultimodalModel.from_encoders({"vision": ResNetModel(config), "text": encoder_paths["text"]}, num_labels=3)
+    with torch.no_grad():  # running statistics of real images, as a pretrained encoder holds
+        model.encoders["vision"].train()(pixel_values=torch.randn(16, 3, 16, 16) + 1)
+    blank = torch.zeros(4, 3, 16, 16)
+
+    def features(training: bool) -> torch.Tensor:
+        model.train(training)
+        with torch.no_grad():
+            return model.encoders["vision"](pixel_values=blank).pooler_output.flatten(1)
+
+    assert not torch.allclose(features(True), features(False))
+    layers = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoders["vision"].modules())
+    assert layers > 0 and hold_blank_statistics(model.encoders, keep="text") == layers
+    running = [b.clone() for n, b in model.encoders["vision"].named_buffers() if n.endswith("running_mean")]
+    torch.testing.assert_close(features(True), features(False))
+    after = [b for n, b in model.encoders["vision"].named_buffers() if n.endswith("running_mean")]
+    assert all(torch.equal(a, b) for a, b in zip(running, after))
+    kept = ResNetModel(config)
+    assert hold_blank_statistics({"vision": kept, "text": model.encoders["text"]}, keep="vision") == 0
 
 
 def test_blanked_float_inputs_are_zeros_with_masks_kept(build_processor):
