@@ -312,84 +312,41 @@ def _probe_accuracy(features: torch.Tensor, labels: torch.Tensor, test: torch.Te
     return (predicted == test_labels).float().mean().item()
 
 
-THREE = ("vision", "audio", "text")
-# Text's outputs share a large direction but separate the classes best (as a pretrained text encoder's
-# first depths do next to encoders trained from scratch), vision's separate them less, audio's not at all.
-KINDS = {"text": (12.0, 2.0), "vision": (0.0, 1.0), "audio": (0.0, 0.0)}
+def test_centered_scores_rank_the_modalities_as_linear_probes_do(build_model, make_args):
+    """Three modalities: text's outputs share a large direction but separate the classes best (as a
+    pretrained text encoder's first depths do next to encoders trained from scratch), vision's
+    separate them less, audio's not at all. At every depth a linear probe ranks text > vision >
+    audio; with `center=True` so do the depth scores, while the raw cosines put vision above text:
+    text's shared direction makes its cosines alike. The centers are checkpoint state."""
+    torch.manual_seed(0)
+    three = ("vision", "audio", "text")
+    kinds = {"text": (12.0, 2.0), "vision": (0.0, 1.0), "audio": (0.0, 0.0)}
 
+    def outputs(labels):
+        return MultimodalOutput(depth_features={m: _pretrained_like(labels, *kinds[m]) for m in three})
 
-def _three_outputs(labels: torch.Tensor) -> MultimodalOutput:
-    return MultimodalOutput(depth_features={m: _pretrained_like(labels, *KINDS[m]) for m in THREE})
-
-
-def _ranked_by_scores(aim, steps: int) -> list[list[str]]:
-    """The modalities by AIM's depth scores at each depth, after `steps` steps of fresh batches."""
-    for step in range(steps):
-        labels = torch.randint(0, NUM_LABELS, (64,))
-        forward_end(aim, _three_outputs(labels), labels)
-        metrics = gradients_ready(aim, step, 100).metrics
-    return [sorted(THREE, key=lambda m: -metrics[f"aim/score/{m}/depth_{d}"]) for d in range(4)]
-
-
-def _ranked_by_linear_probes() -> list[list[str]]:
     fit_labels, test_labels = torch.randint(0, NUM_LABELS, (600,)), torch.randint(0, NUM_LABELS, (600,))
-    fit, test = _three_outputs(fit_labels), _three_outputs(test_labels)
+    fit, test = outputs(fit_labels), outputs(test_labels)
     probes = {
         (m, d): _probe_accuracy(fit.depth_features[m][d], fit_labels, test.depth_features[m][d], test_labels)
-        for m in THREE
+        for m in three
         for d in range(4)
     }
-    return [sorted(THREE, key=lambda m: -probes[m, d]) for d in range(4)]
-
-
-def test_centered_scores_rank_the_modalities_as_linear_probes_do(build_model, make_args):
-    """At every depth a linear probe ranks text > vision > audio; with `center=True` so do the depth
-    scores, while the raw cosines put vision above text: text's shared direction makes its cosines
-    alike. The centers are checkpoint state."""
-    torch.manual_seed(0)
-    by_probe = _ranked_by_linear_probes()
-    assert by_probe == [["text", "vision", "audio"]] * 4
-    model = build_model(THREE)
+    model = build_model(three)
     ranked = {}
     for center in (True, False):
         args = make_args(modulation="aim", modulation_start=0, modulation_kwargs={"prototypes": "class_mean", "center": center})
         aim = build_modulation("aim", model, args)
-        ranked[center] = _ranked_by_scores(aim, 8)
+        for step in range(8):
+            labels = torch.randint(0, NUM_LABELS, (64,))
+            forward_end(aim, outputs(labels), labels)
+            metrics = gradients_ready(aim, step, 100).metrics
+        ranked[center] = [sorted(three, key=lambda m: -metrics[f"aim/score/{m}/depth_{d}"]) for d in range(4)]
         if center:
             resumed = build_modulation("aim", model, args)
             resumed.load_state_dict(aim.state_dict())
-            assert all(torch.equal(a, b) for m in THREE for a, b in zip(aim.centers[m], resumed.centers[m]))
+            assert all(torch.equal(a, b) for m in three for a, b in zip(aim.centers[m], resumed.centers[m]))
+    by_probe = [sorted(three, key=lambda m: -probes[m, d]) for d in range(4)]
+    assert by_probe == [["text", "vision", "audio"]] * 4
     assert ranked[True] == by_probe
     assert all(order[:2] == ["vision", "text"] for order in ranked[False])
-
-
-def test_probe_scores_rank_the_modalities_as_linear_probes_do(build_model, make_args):
-    """`prototypes="probe"`: the online depth probes rank the three modalities as fitted linear probes
-    do, without centering. A probe is scored on a batch before it learns from it, and a resumed AIM
-    holds the same probes and Adam state, so it goes on exactly as the original."""
-    torch.manual_seed(0)
-    by_probe = _ranked_by_linear_probes()
-    model = build_model(THREE)
-    args = make_args(modulation="aim", modulation_start=0, modulation_kwargs={"prototypes": "probe"})
-    aim = build_modulation("aim", model, args)
-    assert _ranked_by_scores(aim, 60) == by_probe
-
-    # Prequential: the score is the probability under the probe as it was before the step.
-    labels = torch.randint(0, NUM_LABELS, (64,))
-    outputs = _three_outputs(labels)
-    before = aim.probes.weights["text"][0].clone()
-    mean, var = aim.probes.moments["text"][0]
-    h = (F.normalize(outputs.depth_features["text"][0], dim=-1) - mean) / (var + 1e-6).sqrt()
-    logits = torch.cat([h, torch.ones(64, 1)], 1) @ before.T
-    expected = logits.softmax(-1)[torch.arange(64), labels].mean()
-    previous = aim.scores["text"][0].item()
-    resumed = build_modulation("aim", model, args)
-    resumed.load_state_dict(aim.state_dict())
-    forward_end(aim, outputs, labels)
-    gradients_ready(aim, 60, 100)
-    assert aim.scores["text"][0].item() == pytest.approx(0.9 * previous + 0.1 * expected.item(), rel=1e-5)
-    assert not torch.equal(aim.probes.weights["text"][0], before)
-    forward_end(resumed, outputs, labels)
-    gradients_ready(resumed, 60, 100)
-    assert all(torch.equal(a, b) for m in THREE for a, b in zip(aim.probes.weights[m], resumed.probes.weights[m]))
-    assert all(torch.equal(aim.scores[m], resumed.scores[m]) for m in THREE)

@@ -31,7 +31,6 @@ from ..mechanics import StepSums
 from .auxiliary import GroupOutputs, auxiliary_logits
 from .masking import build_masks, update_importance
 from .options import AIMOptions
-from .probes import DepthProbes
 from .prototypes import (
     class_mean_update,
     pooled_prototypes,
@@ -90,7 +89,6 @@ class AIM(Modulation):
         super().__init__(model, *args)
         self.num_labels = model.config.num_labels
         self.learned = self.config.prototypes == "learned"
-        self.probing = self.config.prototypes == "probe"
         self.units = {m: model.unit_modules(m) for m in self.modalities}
         self.num_units = {
             m: sum(module.weight.shape[0] for group in groups for module in group.values())
@@ -100,8 +98,6 @@ class AIM(Modulation):
         # output shape), which classes have one (class_mean), the score EMAs.
         self.prototypes: dict[str, list[torch.Tensor]] | None = None
         self.class_seen: torch.Tensor | None = None
-        # prototypes="probe": the depth probes, made at the first step (when the widths are known).
-        self.probes: DepthProbes | None = None
         self._ready = False  # the depths can be scored
         self.scores: dict[str, torch.Tensor] | None = None
         # center=True: the EMA of the mean normalised pooled output per modality and depth.
@@ -181,32 +177,23 @@ class AIM(Modulation):
     def _accumulate(
         self, depth_features: dict[str, tuple[torch.Tensor, ...]], labels: torch.Tensor, aux_loss: torch.Tensor | None
     ) -> None:
-        """Add the micro-batch's class sums of normalised features (class_mean) or the probes'
-        cross-entropy gradients (probe), the features' sums (center only), true-class probabilities
-        (once the depths can be scored), class counts, sample count and auxiliary loss to the step's
-        buffer. Layout: per modality and depth [K*dim class sums | the probe's sums, dim sums, score
-        sum], then [K counts, n, aux loss sum, aux n]."""
+        """Add the micro-batch's class sums of normalised features (class_mean only), their sums
+        (center only), true-class prototype probabilities (once the depths can be scored), class
+        counts, sample count and auxiliary loss to the step's buffer. Layout: per modality and depth
+        [K*dim class sums, dim sums, score sum], then [K counts, n, aux loss sum, aux n]."""
         if self._dims is None:
             self._dims = {m: [f.shape[-1] for f in depth_features[m]] for m in self.modalities}
-        if self.probing and self.probes is None:
-            self.probes = DepthProbes.zeros(
-                self._dims, self.num_labels, self.config.probe_lr, self.config.momentum, labels.device
-            )
-            self._ready = True
         onehot = F.one_hot(labels, self.num_labels).float()
         parts = []
         for m in self.modalities:
             for d, feature in enumerate(depth_features[m]):
                 h = F.normalize(feature.detach().float(), dim=-1)
-                score = torch.zeros(1, device=h.device)
-                if self.probes is not None:
-                    gradient, score = self.probes.sums(m, d, h, labels)
-                    parts.append(gradient)
-                elif not self.learned:
+                if not self.learned:
                     parts.append((onehot.T @ h).flatten())
                 if self.config.center:
                     parts.append(h.sum(0))
-                if self._scorable and self.probes is None:
+                score = torch.zeros(1, device=h.device)
+                if self._scorable:
                     reference = self._pooled[m][d] if self.learned else self.prototypes[m][d]
                     center = self.centers[m][d] if self.config.center else None
                     if center is not None and self.learned:  # into the normalised features' space, as class means are
@@ -233,9 +220,7 @@ class AIM(Modulation):
         if self.config.center:
             means = {m: [total / n for total in sums] for m, sums in feature_sums.items()}
             self.centers = smoothed_centers(self.centers, means, self.config.momentum)
-        if self.probes is not None:
-            self.probes.step(class_sums, n)
-        elif not self.learned:
+        if not self.learned:
             self.prototypes, self.class_seen = class_mean_update(
                 self.prototypes, self.class_seen, class_sums, counts, self.config.momentum
             )
@@ -290,14 +275,12 @@ class AIM(Modulation):
     def _unpack(self, totals: torch.Tensor):
         """Split the reduced buffer (layout in `_accumulate`)."""
         k = self.num_labels
-        # class_sums: the class means' sums, or the probes' sums (`DepthProbes.sums`).
         class_sums, feature_sums, score_sums, offset = {}, {}, {}, 0
         for m in self.modalities:
             class_sums[m], feature_sums[m], scores = [], [], []
             for dim in self._dims[m]:
-                width = {"learned": 0, "class_mean": k * dim, "probe": DepthProbes.width(dim, k)}[self.config.prototypes]
-                part = totals[offset : offset + width]
-                class_sums[m].append(part if self.probing else part.view(-1, dim))
+                width = 0 if self.learned else k * dim
+                class_sums[m].append(totals[offset : offset + width].view(-1, dim))
                 offset += width
                 if self.config.center:
                     feature_sums[m].append(totals[offset : offset + dim])
@@ -351,7 +334,6 @@ class AIM(Modulation):
             "masks": self.masks,
             "aux_detached": list(self.aux_detached),
             "prototype_loss": self.prototype_loss,
-            "probes": None if self.probes is None else self.probes.state_dict(),
         }
         return _map_tensors(state, lambda t: t.detach().cpu().clone())
 
@@ -366,12 +348,6 @@ class AIM(Modulation):
         prototypes = _map_tensors(state["prototypes"], lambda t: t.to(device))
         if self.learned and prototypes is not None:
             self._set_learned(prototypes, self.model)
-        elif self.probing:
-            probes = state.get("probes")  # Adam's state follows its weights' device when loaded
-            if probes is not None:
-                probes = {**probes, **_map_tensors({k: probes[k] for k in ("weights", "moments")}, lambda t: t.to(device))}
-            self.probes = None if probes is None else DepthProbes.from_state(probes, self.config.probe_lr, self.config.momentum)
-            self._ready = self.probes is not None
         else:
             self.prototypes = prototypes
             self.class_seen = _map_tensors(state["class_seen"], lambda t: t.to(device))

@@ -48,14 +48,12 @@ class AIMOptions:
             "and the depth score near chance."
         },
     )
-    prototypes: Literal["learned", "class_mean", "probe"] = field(
+    prototypes: Literal["learned", "class_mean"] = field(
         default="learned",
         metadata={
             "help": "DAP: 'learned': per modality, depth and class a tensor in that depth's output space, optimised "
             "by cross-entropy through the frozen rest of the network; 'class_mean': EMA of the class means of the "
-            "pooled features (the first reading, an ablation); 'probe' (ours): an online linear probe of the "
-            "normalised pooled features per depth, scored on each step's batch before it learns from it "
-            "(`tau` and `center` do not apply)."
+            "pooled features (the first reading, an ablation)."
         },
     )
     prototype_tokens: int = field(
@@ -72,9 +70,6 @@ class AIMOptions:
         default=5, metadata={"help": "DAP, learned: Adam iterations per refresh, warm-started (>= 0)."}
     )
     prototype_lr: float = field(default=0.1, metadata={"help": "DAP, learned: Adam's learning rate."})
-    probe_lr: float = field(
-        default=0.1, metadata={"help": "DAP, probe: Adam's learning rate for the depth probes (> 0)."}
-    )
     pam: Literal["dominant", "symmetric"] = field(
         default="dominant",
         metadata={
@@ -112,9 +107,5 @@ class AIMOptions:
         for name in ("prototype_tokens", "prototype_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"aim's {name} must be >= 1, got {getattr(self, name)}.")
-        if self.probe_lr <= 0:
-            raise ValueError(f"aim's probe_lr must be > 0, got {self.probe_lr}.")
-        if self.center and self.prototypes == "probe":
-            raise ValueError("aim's center=True centers prototype cosines; prototypes='probe' scores without them.")
         if self.prototype_iters < 0:
             raise ValueError(f"aim's prototype_iters must be >= 0, got {self.prototype_iters}.")
