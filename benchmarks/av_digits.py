@@ -63,6 +63,7 @@ from aim_hf.compare.report import methods_table, plot_accuracy, suppression_tabl
 from aim_hf.compare.runs import BASE_TRAIN_OPTIONS, Run, RunFailed, plan_runs, run_all, safe_name
 from aim_hf.compare.runs import method_options as _method_options
 from aim_hf.data.settings import PRETRAINED_SETTINGS
+from aim_hf.modulation.composite import members_of
 
 MODALITIES = ("vision", "audio")  # of the AV-digits settings; the pretrained ones declare their own
 ALL_MODALITIES = frozenset(MODALITIES).union(*(s.modalities for s in PRETRAINED_SETTINGS.values()))
@@ -235,7 +236,7 @@ def time_child(result_path: str, spec_path: str) -> None:
     if errors:
         raise errors[0]
     Path(result_path).write_text(json.dumps([
-        {"step_seconds": timer.step_seconds, "refresh_seconds": getattr(trainer.modulation, "refresh_seconds", 0.0)}
+        {"step_seconds": timer.step_seconds, "refresh_seconds": sum(getattr(m, "refresh_seconds", 0.0) for m in members_of(trainer.modulation))}
         for timer, trainer in zip(timers, trainers)
     ]))  # fmt: skip
 
@@ -498,9 +499,12 @@ def setting_section(record: dict[str, Any], plots: Sequence[str]) -> list[str]:
     ]
     gaps = suppression_table(record)
     if gaps:
-        lines += [*gaps, "| check | met | numbers |", "|---|---|---|"]
-        lines += [f"| {c} | {'yes' if met else 'NO'} | {n} |" for c, met, n in setting_checks(record)]
-        lines.append("")
+        lines += gaps
+        checks = setting_checks(record)
+        if checks:
+            lines += ["| check | met | numbers |", "|---|---|---|"]
+            lines += [f"| {c} | {'yes' if met else 'NO'} | {n} |" for c, met, n in checks]
+            lines.append("")
     lines += methods_table(record, modalities_of(setting))[:-1]
     modulation = aim_modulation(record)
     if modulation:

@@ -131,6 +131,7 @@ def test_validation_view_and_aim_modulation_summary():
     assert summary["aim:pam=dominant"]["masked_fraction/vision"] == pytest.approx(0.15)
     section = "\n".join(bench.setting_section(view, []))
     assert "Validation accuracy of the last checkpoint" in section and "| `aim:pam=dominant` | 0.250 |" in section
+    assert "| vision | 0.6500 ± 0.0000 |" in section and "| check |" not in section  # one modality: nothing to check
 
 
 def test_plans_name_their_settings_and_optimizers():
